@@ -1,0 +1,78 @@
+"""Host glue shared by every StyleStudio node: validation, the percent→sigma convention, and installing the one
+sampling mechanism (stylestudio_core.mechanism) on a cloned MODEL."""
+from __future__ import annotations
+
+# ComfyUI modules are imported where used: the pack must import without a host (pytest imports the repo's
+# __init__.py as a package before any host exists).
+from ..stylestudio_core import mechanism
+from ..stylestudio_core.mechanism import NODE_NAMES, SETTINGS_KEY, WRAPPER_KEY, StyleStudioError
+
+CATEGORY = "StyleStudio"
+
+
+def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
+    from comfy.ldm.modules.attention import optimized_attention
+    return mechanism.calc_cond_batch(executor, model, conds, x_in, timestep, model_options,
+                                     attention=optimized_attention)
+
+
+def check_unet(model, feature: str):
+    """StyleStudio patches UNet attention blocks (SD1.5/SDXL family, what IP-Adapter supports)."""
+    try:
+        from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    except ImportError:  # pragma: no cover - every ComfyUI release has it
+        UNetModel = None
+    diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if UNetModel is None or not isinstance(diffusion_model, UNetModel):
+        family = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
+        raise StyleStudioError(
+            f"{NODE_NAMES[feature]}: this model is a {family}, not a UNet. StyleStudio works on UNet models "
+            "(SD1.5, SDXL and their fine-tunes), the families IP-Adapter supports. Connect a MODEL from an "
+            "SD1.5 or SDXL checkpoint.")
+
+
+def check_range(feature: str, name: str, value, low: float, high: float):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (low <= float(value) <= high):
+        raise StyleStudioError(f"{NODE_NAMES[feature]}: {name} must be a number in [{low}, {high}], got {value!r}.")
+
+
+def check_window(feature: str, start_at: float, end_at: float):
+    check_range(feature, "start_at", start_at, 0.0, 1.0)
+    check_range(feature, "end_at", end_at, 0.0, 1.0)
+    if end_at < start_at:
+        raise StyleStudioError(f"{NODE_NAMES[feature]}: end_at ({end_at}) is before start_at ({start_at}); "
+                               "set end_at >= start_at (fractions of the schedule, 0 = first step).")
+
+
+def sigma_window(model, start_at: float, end_at: float) -> dict:
+    """ComfyUI's start/end-percent convention (as ControlNet and IPAdapter nodes use it) as sigmas."""
+    sampling = model.get_model_object("model_sampling")
+    return {"sigma_start": float(sampling.percent_to_sigma(start_at)),
+            "sigma_end": float(sampling.percent_to_sigma(end_at))}
+
+
+def patched(model, feature: str, settings: dict | None):
+    """A clone of `model` with `feature`'s settings (None = switched off, which also clears the settings of an
+    earlier node of the same kind) and the shared mechanism installed once."""
+    import comfy.patcher_extension
+    if not hasattr(comfy.patcher_extension, "WrappersMP"):
+        raise StyleStudioError(f"{NODE_NAMES[feature]}: this ComfyUI is too old (no model wrappers). "
+                               "Update ComfyUI to v0.3.10 or newer.")
+    m = model.clone()
+    to = m.model_options.setdefault("transformer_options", {})
+    all_settings = {k: dict(v) for k, v in to.get(SETTINGS_KEY, {}).items() if k != feature}
+    if settings is not None:
+        all_settings[feature] = settings
+    to[SETTINGS_KEY] = all_settings
+
+    wrappers = comfy.patcher_extension.WrappersMP
+    for kind, fn in ((wrappers.OUTER_SAMPLE, mechanism.outer_sample),
+                     (wrappers.CALC_COND_BATCH, _calc_cond_batch)):
+        m.remove_wrappers_with_key(kind, WRAPPER_KEY)  # one mechanism per model, however many nodes
+        m.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
+    if feature == "guidance":
+        post = [f for f in m.model_options.get("sampler_post_cfg_function", [])
+                if not getattr(f, "stylestudio", False)]
+        # First in the chain, so later post-cfg patches see the split-scale result.
+        m.model_options["sampler_post_cfg_function"] = [mechanism.post_cfg] + post
+    return m

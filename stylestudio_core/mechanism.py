@@ -1,0 +1,211 @@
+"""The sampling-side mechanism shared by all StyleStudio features (pure torch; the host glue in nodes/ passes
+ComfyUI's attention function in).
+
+Settings: each node writes its own entry of `model_options["transformer_options"][SETTINGS_KEY]` on its clone
+(plain numbers, so they deep-copy with the model); a second node of the same kind overwrites the entry.
+
+Three hooks, installed once per model under one key:
+* `outer_sample`   (per run)  checks the graph, creates the run's `RunState`, doubles the latent batch to
+                              `[students | teachers]` with identical noise when the teacher is on, and slices
+                              the result (and previews) back.
+* `calc_cond_batch` (per model evaluation) decides what this sigma needs (teacher rows or not, coupling,
+                              AdaIN, the extra style branch), builds the call's `CallPlan`, and routes attention
+                              through a per-call copy of transformer_options (routing.py).
+* `post_cfg`       (per step)  applies the split text/style guidance scales.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+
+from .guidance import split_scale_correction
+from .routing import (PLAN_KEY, CallPlan, IPRoute, ip_patch_keys, is_ip_patch, teacher_attn1_patch,
+                      teacher_attn2_output_patch)
+
+log = logging.getLogger("StyleStudio")
+
+SETTINGS_KEY = "stylestudio"
+RUN_KEY = "stylestudio_run"
+WRAPPER_KEY = "stylestudio"
+
+NODE_NAMES = {
+    "adain": "StyleStudio Cross-Modal AdaIN",
+    "teacher": "StyleStudio Teacher Layout",
+    "guidance": "StyleStudio Style Guidance",
+}
+
+
+class StyleStudioError(ValueError):
+    """A user-facing error: says which node and what to do."""
+
+
+def in_window(sigma: float, window: dict) -> bool:
+    # ComfyUI's start/end-percent convention turned into sigmas: sigma_start >= sigma >= sigma_end.
+    return window["sigma_end"] <= sigma <= window["sigma_start"]
+
+
+def settings_of(transformer_options: dict) -> dict:
+    return transformer_options.get(SETTINGS_KEY) or {}
+
+
+def repeat_to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    if t.shape[0] == batch:
+        return t
+    reps = -(-batch // t.shape[0])
+    return t.repeat((reps,) + (1,) * (t.ndim - 1))[:batch]
+
+
+class RunState:
+    """Lives in the run's own copy of model_options for one sampling run, then is gone."""
+
+    def __init__(self, batch: int, cfg: float | None, teacher: bool):
+        self.batch = batch              # the user's latent batch
+        self.cfg = cfg                  # the sampler's guidance scale, when the guider has one
+        self.teacher = teacher          # latent rows are [students | teachers]
+        self.teacher_dropped = False    # once the teacher stops being computed it never comes back
+        self._style_negative = None     # (x identity, prediction of the extra branch)
+
+    def put_style_negative(self, x: torch.Tensor, prediction: torch.Tensor):
+        self._style_negative = (x, prediction)
+
+    def take_style_negative(self, x: torch.Tensor):
+        stash, self._style_negative = self._style_negative, None
+        return stash[1] if stash is not None and stash[0] is x else None
+
+
+# ---------------------------------------------------------------------------------------------------- per run
+def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+    guider = executor.class_obj
+    to = guider.model_options.setdefault("transformer_options", {})  # this run's own copy
+    settings = settings_of(to)
+    if not settings:
+        return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+
+    ip_keys = ip_patch_keys(to)
+    for feature in ("adain", "guidance"):
+        if feature in settings and not ip_keys:
+            raise StyleStudioError(
+                f"{NODE_NAMES[feature]}: the model that reaches the sampler has no IP-Adapter, so there is no "
+                "style to work with. Add an IPAdapter node (e.g. 'IPAdapter Advanced' or 'IPAdapter Style & "
+                "Composition SDXL' from ComfyUI_IPAdapter_plus) on the MODEL path before the sampler, or bypass "
+                "this node.")
+    teacher = settings.get("teacher")
+    if teacher is not None and not ip_keys:
+        log.warning("%s: the model has no IP-Adapter, so the teacher equals the student; it only costs time.",
+                    NODE_NAMES["teacher"])
+
+    batch = noise.shape[0]
+    to[RUN_KEY] = RunState(batch, getattr(guider, "cfg", None), teacher is not None)
+    if teacher is None:
+        return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+
+    # The teacher: the same graph from the *same* noise, as extra latent rows. Conds, masks and ControlNet
+    # hints are tiled to the latent batch by ComfyUI, so chunks become [students | teachers].
+    noise = torch.cat([noise, noise])
+    latent_image = torch.cat([repeat_to_batch(latent_image, batch)] * 2)
+    if denoise_mask is not None and denoise_mask.shape[0] > 1:
+        denoise_mask = torch.cat([repeat_to_batch(denoise_mask, batch)] * 2)
+    user_callback = callback
+    if user_callback is not None:
+        def callback(step, x0, x, total_steps):  # previews show the students
+            return user_callback(step, x0[:batch], x[:batch], total_steps)
+    out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+    return out if teacher["return_teacher"] else out[:batch]
+
+
+# ------------------------------------------------------------------------------------------- per model call
+def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, attention: Callable):
+    to = model_options.get("transformer_options", {})
+    settings, state = settings_of(to), to.get(RUN_KEY)
+    if not settings or state is None:
+        return executor(model, conds, x_in, timestep, model_options)
+    sigma = float(timestep.flatten()[0])
+
+    teacher = settings.get("teacher") if state.teacher and x_in.shape[0] == 2 * state.batch else None
+    drop = False
+    if teacher is not None and not teacher["return_teacher"]:
+        # After the window nothing flows from teacher to student: stop computing the teacher.
+        state.teacher_dropped = state.teacher_dropped or sigma < teacher["sigma_end"]
+        drop = state.teacher_dropped
+    couple = teacher is not None and not state.teacher_dropped and in_window(sigma, teacher)
+
+    adain = settings.get("adain")
+    adain_strength = adain["strength"] if adain is not None and in_window(sigma, adain) else 0.0
+
+    guidance = settings.get("guidance")
+    extra_branch = (guidance is not None and in_window(sigma, guidance) and guidance["style_cfg"] != state.cfg
+                    and len(conds) == 2 and conds[0] is not None)
+
+    has_teacher = teacher is not None and not drop
+    if not (has_teacher or adain_strength or extra_branch):
+        if drop:
+            return _with_frozen_teacher(executor(model, conds, x_in[:state.batch], _rows(timestep, state.batch),
+                                                 model_options), x_in, state.batch)
+        return executor(model, conds, x_in, timestep, model_options)
+
+    ip_keys = ip_patch_keys(to)
+    plan = CallPlan(has_teacher=has_teacher, couple=couple, share_cross=bool(teacher and teacher["share_cross_attention"]),
+                    adain_strength=float(adain_strength), token_branch={len(conds): 1} if extra_branch else None,
+                    ip_keys=ip_keys)
+    options = _routed_options(model_options, plan, attention)
+    if extra_branch:
+        # ε(t, s⁻): the prompt with the adapter's uncond/negative style tokens, batched with the others.
+        conds = list(conds) + [conds[0]]
+    if drop:
+        out = executor(model, conds, x_in[:state.batch], _rows(timestep, state.batch), options)
+        out = _with_frozen_teacher(out, x_in, state.batch)
+    else:
+        out = executor(model, conds, x_in, timestep, options)
+    if extra_branch:
+        state.put_style_negative(x_in, out[-1])
+        out = out[:-1]
+    return out
+
+
+def _rows(timestep: torch.Tensor, batch: int) -> torch.Tensor:
+    return timestep[:batch] if timestep.ndim and timestep.shape[0] > batch else timestep
+
+
+def _with_frozen_teacher(out: list, x_in: torch.Tensor, batch: int) -> list:
+    # The dropped teacher's prediction is its own input (denoised = x): its rows stay finite and are never
+    # read again; the student's rows are untouched.
+    return [torch.cat([o, x_in[batch:]]) for o in out]
+
+
+def _routed_options(model_options: dict, plan: CallPlan, attention: Callable) -> dict:
+    """A per-call copy of model_options with the routes and teacher patches in place (inputs untouched)."""
+    to = dict(model_options.get("transformer_options", {}))
+    to[PLAN_KEY] = plan
+    replace = dict(to.get("patches_replace", {}))
+    attn2 = dict(replace.get("attn2", {}))
+    for key, patch in attn2.items():
+        if is_ip_patch(patch) and not isinstance(patch, IPRoute):
+            attn2[key] = IPRoute(patch, plan, attention)
+    replace["attn2"] = attn2
+    to["patches_replace"] = replace
+    if plan.couple:
+        patches = dict(to.get("patches", {}))
+        patches["attn1_patch"] = list(patches.get("attn1_patch", [])) + [teacher_attn1_patch]
+        if plan.share_cross:
+            patches["attn2_output_patch"] = list(patches.get("attn2_output_patch", [])) + [teacher_attn2_output_patch]
+        to["patches"] = patches
+    return {**model_options, "transformer_options": to}
+
+
+# ------------------------------------------------------------------------------------------------ per step
+def post_cfg(args: dict) -> torch.Tensor:
+    to = args["model_options"].get("transformer_options", {})
+    state, guidance = to.get(RUN_KEY), settings_of(to).get("guidance")
+    denoised = args["denoised"]
+    if state is None or guidance is None:
+        return denoised
+    style_negative = state.take_style_negative(args["input"])
+    if style_negative is None:
+        return denoised
+    return split_scale_correction(denoised, args["cond_denoised"], style_negative, args["cond_scale"],
+                                  guidance["style_cfg"])
+
+
+post_cfg.stylestudio = True

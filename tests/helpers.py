@@ -1,0 +1,56 @@
+"""Small helpers shared by the behavioural tests (host-agnostic: they only use the Host contract)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+ADAIN, TEACHER, GUIDANCE = "StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout", "StyleStudioStyleGuidance"
+
+
+def adain(host, model, strength=1.0, start_at=0.0, end_at=1.0):
+    return host.node(ADAIN).patch(model, strength, start_at, end_at)[0]
+
+
+def teacher(host, model, start_at=0.0, end_at=0.4, share_cross_attention=False, return_teacher=False):
+    return host.node(TEACHER).patch(model, start_at, end_at, share_cross_attention, return_teacher)[0]
+
+
+def guidance(host, model, style_cfg=7.0, start_at=0.0, end_at=1.0):
+    return host.node(GUIDANCE).patch(model, style_cfg, start_at, end_at)[0]
+
+
+def ip(host, model, arch, **kw):
+    return host.apply_ipadapter(model, arch=arch, **kw)
+
+
+def sample(host, model, arch, *, batch=1, seed=0, steps=4, cfg=5.0, positive=None, negative=None, cond_seed=1,
+           **kw):
+    pos = positive if positive is not None else host.conditioning(arch, cond_seed)
+    neg = negative if negative is not None else host.conditioning(arch, cond_seed + 100)
+    latent = host.empty_latent(arch, batch=batch)
+    if "latent" in kw:
+        latent = kw.pop("latent")
+    return host.ksampler(model, pos, neg, latent, seed=seed, steps=steps, cfg=cfg, **kw)
+
+
+def snapshot_options(model):
+    """Everything a node could mutate in a MODEL: its model_options (by value) and its patch objects' state."""
+    opts = model.model_options
+    objects = []
+    for slot in opts.get("transformer_options", {}).get("patches_replace", {}).values():
+        for key, obj in slot.items():
+            objects.append((key, id(obj), copy.copy(getattr(obj, "__dict__", {}))))
+    return repr(_plain(opts)), [(k, i, {a: _plain(v) for a, v in d.items()}) for k, i, d in objects]
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {repr(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return ("tensor", tuple(x.shape), float(x.float().sum()))
+    if callable(x) or hasattr(x, "__dict__"):
+        return ("object", id(x))
+    return x
