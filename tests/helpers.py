@@ -54,3 +54,12 @@ def _plain(x):
     if callable(x) or hasattr(x, "__dict__"):
         return ("object", id(x))
     return x
+
+
+def assert_close_numerics(actual, expected, rel=2e-5):
+    """Equal up to kernel numerics: a different batch size or chunk split changes summation order, which the tiny
+    random models (latents of magnitude ~1e2-1e3) turn into absolute differences of ~1e-3. The tolerance is
+    relative to the output's magnitude; real differences (style, coupling) are orders of magnitude larger."""
+    import torch
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(actual, expected, atol=rel * scale, rtol=rel)

@@ -3,7 +3,7 @@ order, stacking, batching and errors."""
 import pytest
 import torch
 
-from helpers import adain, ip, sample, snapshot_options
+from helpers import assert_close_numerics, adain, ip, sample, snapshot_options
 
 
 @pytest.fixture
@@ -55,15 +55,15 @@ def test_input_model_is_never_mutated(host, arch, base):
 def test_zero_ip_weight_gives_the_text_only_output(host, arch, base):  # fact 3
     text_only = sample(host, base, arch)
     out = sample(host, adain(host, ip(host, base, arch, weight=0.0)), arch)
-    torch.testing.assert_close(out, text_only, atol=1e-5, rtol=1e-5)
+    assert_close_numerics(out, text_only)
 
 
 def test_empty_ip_mask_gives_text_only_and_full_mask_equals_no_mask(host, arch, base):
     text_only = sample(host, base, arch)
     empty = sample(host, adain(host, ip(host, base, arch, mask=torch.zeros(1, 64, 64))), arch)
-    torch.testing.assert_close(empty, text_only, atol=1e-5, rtol=1e-5)
+    assert_close_numerics(empty, text_only)
     full = sample(host, adain(host, ip(host, base, arch, mask=torch.ones(1, 64, 64))), arch)
-    torch.testing.assert_close(full, sample(host, adain(host, ip(host, base, arch)), arch), atol=1e-5, rtol=1e-5)
+    assert_close_numerics(full, sample(host, adain(host, ip(host, base, arch)), arch))
 
 
 def test_half_mask_changes_only_through_the_masked_region(host, arch, base):
@@ -98,9 +98,9 @@ def test_batch_and_split_chunks(host, arch, base, cfg):
     with host.force_split():
         split = sample(host, model, arch, batch=2, cfg=cfg)
     assert batched.shape[0] == 2
-    torch.testing.assert_close(split, batched, atol=1e-4, rtol=1e-4)
+    assert_close_numerics(split, batched)
     single = sample(host, model, arch, batch=1, cfg=cfg)
-    torch.testing.assert_close(batched[:1], single, atol=1e-4, rtol=1e-4)
+    assert_close_numerics(batched[:1], single)
 
 
 @pytest.mark.parametrize("sampler_name", ["euler_ancestral", "dpmpp_2m", "heun"])

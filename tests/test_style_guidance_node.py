@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from helpers import adain, guidance, ip, sample, teacher
+from helpers import assert_close_numerics, adain, guidance, ip, sample, teacher
 
 ONE_STEP = dict(steps=1, sampler_name="euler")  # one Euler step to sigma 0 returns the x0 prediction itself
-TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def test_split_scales_follow_the_formula(host, arch, base, cfg, style_cfg):
     expected = u + cfg * (m - u) + style_cfg * (c - m)
     got = sample(host, guidance(host, with_ip, style_cfg=style_cfg), arch, cfg=cfg, positive=pos, negative=neg,
                  **ONE_STEP)
-    torch.testing.assert_close(got, expected, **TOL)
+    assert_close_numerics(got, expected)
 
 
 def test_cfg1_style1_is_the_plain_conditional_prediction(host, arch, base):
@@ -67,14 +66,14 @@ def test_split_chunks_give_the_same_result_and_no_index_error(host, arch, base, 
     batched = sample(host, model, arch, batch=2, cfg=cfg)
     with host.force_split():
         split = sample(host, model, arch, batch=2, cfg=cfg)
-    torch.testing.assert_close(split, batched, **TOL)
+    assert_close_numerics(split, batched)
 
 
 def test_composes_with_teacher_and_adain(host, arch, base):
     model = guidance(host, teacher(host, adain(host, ip(host, base, arch, negative_image=True)), return_teacher=True),
                      style_cfg=8.0)
     out = sample(host, model, arch, batch=2)
-    torch.testing.assert_close(out[2:], sample(host, base, arch, batch=2), atol=1e-4, rtol=1e-4)
+    assert_close_numerics(out[2:], sample(host, base, arch, batch=2))
     other_order = ip(host, adain(host, teacher(host, guidance(host, base, style_cfg=8.0), return_teacher=True)),
                      arch, negative_image=True)
     assert torch.equal(out, sample(host, other_order, arch, batch=2))

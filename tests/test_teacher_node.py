@@ -2,11 +2,8 @@
 import pytest
 import torch
 
-from helpers import adain, ip, sample, snapshot_options, teacher
+from helpers import assert_close_numerics, adain, ip, sample, snapshot_options, teacher
 
-# Teacher and plain runs use different batch sizes, so kernels may sum in another order: "equal" below means
-# equal up to that (observed differences are ~1e-6 on CPU).
-BATCH_NUMERICS = dict(atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture
@@ -28,17 +25,17 @@ def test_teacher_changes_the_student(host, arch, base):
 def test_teacher_equals_a_plain_run_without_ip_adapter(host, arch, base, batch):  # fact 5
     out = sample(host, teacher(host, adain(host, ip(host, base, arch)), return_teacher=True), arch, batch=batch)
     assert out.shape[0] == 2 * batch
-    torch.testing.assert_close(out[batch:], sample(host, base, arch, batch=batch), **BATCH_NUMERICS)
+    assert_close_numerics(out[batch:], sample(host, base, arch, batch=batch))
     # and nothing of the student reaches it: a different style leaves the teacher as it is
     other = sample(host, teacher(host, ip(host, base, arch, seed=9, weight=2.0), return_teacher=True), arch, batch=batch)
-    torch.testing.assert_close(other[batch:], out[batch:], **BATCH_NUMERICS)
+    assert_close_numerics(other[batch:], out[batch:])
 
 
 def test_dropping_the_teacher_after_the_window_changes_nothing(host, arch, base):  # fact 7
     with_ip = ip(host, base, arch)
     kept = sample(host, teacher(host, with_ip, end_at=0.5, return_teacher=True), arch, steps=6)
     dropped = sample(host, teacher(host, with_ip, end_at=0.5), arch, steps=6)
-    torch.testing.assert_close(dropped, kept[:1], **BATCH_NUMERICS)
+    assert_close_numerics(dropped, kept[:1])
 
 
 def test_empty_window_is_bit_identical(host, arch, base):  # fact 4
@@ -101,8 +98,8 @@ def test_split_chunks_and_cfg1(host, arch, base, cfg):
     batched = sample(host, model, arch, batch=2, cfg=cfg)
     with host.force_split():
         split = sample(host, model, arch, batch=2, cfg=cfg)
-    torch.testing.assert_close(split, batched, **BATCH_NUMERICS)
-    torch.testing.assert_close(batched[2:], sample(host, base, arch, batch=2, cfg=cfg), **BATCH_NUMERICS)
+    assert_close_numerics(split, batched)
+    assert_close_numerics(batched[2:], sample(host, base, arch, batch=2, cfg=cfg))
 
 
 def test_composes_with_adain_in_any_order(host, arch, base):
@@ -122,12 +119,12 @@ def test_img2img_inpainting_and_ancestral(host, arch, base):
     model = teacher(host, adain(host, ip(host, base, arch)), return_teacher=True)
     start = {"samples": torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
     out = sample(host, model, arch, latent=start, denoise=0.6)
-    torch.testing.assert_close(out[2:], sample(host, base, arch, latent=start, denoise=0.6), **BATCH_NUMERICS)
+    assert_close_numerics(out[2:], sample(host, base, arch, latent=start, denoise=0.6))
     mask = torch.zeros(1, 8, 8)
     mask[:, :, 4:] = 1
     inpaint = sample(host, model, arch, latent=dict(start), noise_mask=mask)
     assert inpaint.shape[0] == 4 and torch.isfinite(inpaint).all()
-    torch.testing.assert_close(inpaint[:2, :, :, :4], start["samples"][:, :, :, :4], atol=1e-4, rtol=1e-4)
+    assert_close_numerics(inpaint[:2, :, :, :4], start["samples"][:, :, :, :4])
     assert torch.isfinite(sample(host, model, arch, sampler_name="euler_ancestral")).all()
 
 
