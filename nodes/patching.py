@@ -16,6 +16,33 @@ def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
                                      attention=optimized_attention)
 
 
+def _outer_sample(executor, *args):
+    return mechanism.outer_sample(executor, *args, student_noise_sampler=_student_noise_sampler)
+
+
+def _student_noise_sampler(sampler):
+    """How ComfyUI's k-diffusion `sampler` builds its per-step noise sampler (comfy/k_diffusion/sampling.py:
+    Brownian-tree noise for the dpmpp *sde* family, seeded Gaussian otherwise); None if it takes none."""
+    import inspect
+
+    import comfy.k_diffusion.sampling as kds
+    function = getattr(sampler, "sampler_function", None)
+    try:
+        takes_noise = function is not None and "noise_sampler" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        takes_noise = False
+    if not takes_noise:
+        return None
+    name = function.__name__
+    if "sde" in name and "er_sde" not in name:
+        def brownian(template, sigmas, seed):
+            positive = sigmas[sigmas > 0]
+            return kds.BrownianTreeNoiseSampler(template, positive.min(), sigmas.max(), seed=seed,
+                                                cpu=not name.endswith("_gpu"))
+        return brownian
+    return lambda template, sigmas, seed: kds.default_noise_sampler(template, seed=seed)
+
+
 def check_unet(model, feature: str):
     """StyleStudio patches UNet attention blocks (SD1.5/SDXL family, what IP-Adapter supports)."""
     try:
@@ -66,7 +93,7 @@ def patched(model, feature: str, settings: dict | None):
     to[SETTINGS_KEY] = all_settings
 
     wrappers = comfy.patcher_extension.WrappersMP
-    for kind, fn in ((wrappers.OUTER_SAMPLE, mechanism.outer_sample),
+    for kind, fn in ((wrappers.OUTER_SAMPLE, _outer_sample),
                      (wrappers.CALC_COND_BATCH, _calc_cond_batch)):
         m.remove_wrappers_with_key(kind, WRAPPER_KEY)  # one mechanism per model, however many nodes
         m.add_wrapper_with_key(kind, WRAPPER_KEY, fn)

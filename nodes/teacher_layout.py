@@ -8,8 +8,8 @@ class StyleStudioTeacherLayout:
         "StyleStudio teacher layout: samples an un-stylised 'teacher' (the same model without the IP-Adapter) "
         "beside your image, from the same noise, and during the early steps lets the stylised image use the "
         "teacher's self-attention maps. The layout then follows the prompt instead of the style image. Costs "
-        "about 2x per step inside the window and nothing after it. Best with deterministic samplers "
-        "(euler, dpmpp_2m, ...); ancestral/SDE samplers give teacher and student different per-step noise.")
+        "about 2x per step inside the window and nothing after it. Works with any sampler: ancestral/SDE "
+        "samplers give the teacher the same per-step noise as your image.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model whose samples borrow the teacher's layout.",)

@@ -15,6 +15,7 @@ Three hooks, installed once per model under one key:
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Callable
 
@@ -76,7 +77,10 @@ class RunState:
 
 
 # ---------------------------------------------------------------------------------------------------- per run
-def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed):
+def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed,
+                 *, student_noise_sampler: Callable | None = None):
+    """`student_noise_sampler(sampler)` returns None when `sampler` draws no per-step noise (or is unknown), else
+    `build(template, sigmas, seed)`: the per-step noise sampler it would build for `template`'s rows."""
     guider = executor.class_obj
     to = guider.model_options.setdefault("transformer_options", {})  # this run's own copy
     settings = settings_of(to)
@@ -107,12 +111,37 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
     latent_image = torch.cat([repeat_to_batch(latent_image, batch)] * 2)
     if denoise_mask is not None and denoise_mask.shape[0] > 1:
         denoise_mask = torch.cat([repeat_to_batch(denoise_mask, batch)] * 2)
+    sampler = _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler)
     user_callback = callback
     if user_callback is not None:
         def callback(step, x0, x, total_steps):  # previews show the students
             return user_callback(step, x0[:batch], x[:batch], total_steps)
     out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
     return out if teacher["return_teacher"] else out[:batch]
+
+
+def _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler):
+    """Ancestral/SDE samplers draw fresh noise every step. Give the teacher exactly the students' draws, and the
+    students the draws they would get without a teacher, so the coupling stays exact with any sampler."""
+    options = getattr(sampler, "extra_options", None)
+    if student_noise_sampler is None or not isinstance(options, dict) or options.get("noise_sampler") is not None:
+        return sampler
+    build = student_noise_sampler(sampler)
+    if build is None:
+        return sampler
+    inner = None
+
+    def tied(sigma, sigma_next):
+        nonlocal inner
+        if inner is None:  # built at the first draw, on the device and dtype sampling runs on
+            template = torch.zeros((batch,) + tuple(noise.shape[1:]), dtype=noise.dtype, device=sigma.device)
+            inner = build(template, sigmas.to(sigma.device), seed)
+        z = inner(sigma, sigma_next)
+        return torch.cat([z, z])
+
+    tied_sampler = copy.copy(sampler)
+    tied_sampler.extra_options = {**options, "noise_sampler": tied}
+    return tied_sampler
 
 
 # ------------------------------------------------------------------------------------------- per model call

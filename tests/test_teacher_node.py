@@ -38,6 +38,22 @@ def test_dropping_the_teacher_after_the_window_changes_nothing(host, arch, base)
     assert_close_numerics(dropped, kept[:1])
 
 
+def _noisy_samplers(host):
+    return [s for s in ("euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m_sde", "dpmpp_sde") if s in host.sampler_names()]
+
+
+def test_per_step_noise_is_tied_between_teacher_and_student(host, arch, base):
+    """Ancestral/SDE samplers: the teacher gets the students' per-step noise, which is the noise a run without
+    the teacher draws, so facts 5 and 7 hold for them too."""
+    with_ip = ip(host, base, arch)
+    for name in _noisy_samplers(host):
+        kept = sample(host, teacher(host, with_ip, end_at=0.5, return_teacher=True), arch, batch=2,
+                      sampler_name=name, steps=5)
+        assert_close_numerics(kept[2:], sample(host, base, arch, batch=2, sampler_name=name, steps=5))
+        dropped = sample(host, teacher(host, with_ip, end_at=0.5), arch, batch=2, sampler_name=name, steps=5)
+        assert_close_numerics(dropped, kept[:2])
+
+
 def test_empty_window_is_bit_identical(host, arch, base):  # fact 4
     with_ip = ip(host, base, arch)
     assert torch.equal(sample(host, teacher(host, with_ip, start_at=0.3, end_at=0.3), arch), sample(host, with_ip, arch))
