@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 
 
-def _token_stats(x: torch.Tensor, support: torch.Tensor | None, count: torch.Tensor | None):
-    """Mean and biased std over tokens (dim 1) per row and channel, in fp32, restricted to `support`.
+def _token_stats(x: torch.Tensor, weight: torch.Tensor, count: torch.Tensor):
+    """Mean and biased std over tokens (dim 1) per row and channel, in fp32, over the tokens where weight = 1.
 
     Biased vs unbiased does not matter: the Bessel factor cancels in AdaIN (σ(S)/σ(T))."""
-    if support is None:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
-    else:
-        mean = (x * support).sum(dim=1, keepdim=True) / count
-        var = ((x - mean).square() * support).sum(dim=1, keepdim=True) / count
+    mean = (x * weight).sum(dim=1, keepdim=True) / count
+    var = ((x - mean).square() * weight).sum(dim=1, keepdim=True) / count
     return mean, var.sqrt()
 
 
@@ -29,17 +25,16 @@ def cross_modal_adain(text_out: torch.Tensor, ip_out: torch.Tensor, strength: fl
     (an attention mask, or an adapter that is inactive for that row): statistics are taken over the other
     tokens only, and those tokens keep the plain sum (= text_out). A row with no IP contribution at all
     returns its text output unchanged, where plain AdaIN would erase it (σ(S)=0 ⇒ out = μ(S)).
+    No branch depends on tensor values, so nothing waits for the GPU.
     """
     t = text_out.float()
     s = ip_out.float()
     support = (s != 0).any(dim=-1, keepdim=True)  # (B, N, 1)
-    count = support.sum(dim=1, keepdim=True)  # (B, 1, 1)
-    full = bool(support.all())
-    sup = None if full else support.to(t.dtype)
-    cnt = None if full else count.clamp(min=1).to(t.dtype)
+    weight = support.to(t.dtype)
+    count = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
 
-    mu_t, sigma_t = _token_stats(t, sup, cnt)
-    mu_s, sigma_s = _token_stats(s, sup, cnt)
+    mu_t, sigma_t = _token_stats(t, weight, count)
+    mu_s, sigma_s = _token_stats(s, weight, count)
     # A channel with constant text output has no shape to keep: it takes the IP mean (no 0/0).
     normalised = torch.where(sigma_t > 0, (t - mu_t) / sigma_t.clamp(min=torch.finfo(t.dtype).tiny), 0.0)
     fused = normalised * sigma_s + mu_s
@@ -47,6 +42,4 @@ def cross_modal_adain(text_out: torch.Tensor, ip_out: torch.Tensor, strength: fl
     plain = t + s
     if strength != 1.0:
         fused = torch.lerp(plain, fused, float(strength))
-    if not full:
-        fused = torch.where(support, fused, plain)
-    return fused.to(text_out.dtype)
+    return torch.where(support, fused, plain).to(text_out.dtype)

@@ -143,9 +143,7 @@ class IPRoute:
                 if isinstance(term, torch.Tensor):  # the integer 0 means "not this layer"
                     ip = term if ip is None else ip + term
                     summed = summed + term
-            if ip is not None and not bool(ip.any()):
-                ip = None
-            return summed, ip
+            return summed, ip  # an all-zero IP term is handled by AdaIN itself (text kept), without a GPU sync
         # Unknown IP object: only its total output is available, so IP = total − text (one extra attention).
         name = type(inner).__name__
         if name not in IPRoute._warned:
@@ -154,7 +152,7 @@ class IPRoute:
                         "(IP term = patched output − text attention), which costs one extra attention.", name)
         total = inner(q, k, v, extra_options)
         ip = total - self.attention(q, k, v, extra_options["n_heads"])
-        return total, (ip if bool(ip.any()) else None)
+        return total, ip
 
     def to(self, *args, **kwargs):
         return self  # never stored in a model, but harmless if something casts it
