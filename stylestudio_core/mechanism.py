@@ -109,8 +109,11 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
     # hints are tiled to the latent batch by ComfyUI, so chunks become [students | teachers].
     noise = torch.cat([noise, noise])
     latent_image = torch.cat([repeat_to_batch(latent_image, batch)] * 2)
-    if denoise_mask is not None and denoise_mask.shape[0] > 1:
-        denoise_mask = torch.cat([repeat_to_batch(denoise_mask, batch)] * 2)
+    if denoise_mask is not None:
+        # Raw noise masks come as (H, W), (N, H, W) or (N, 1, H, W); ComfyUI reads any of them as (-1, 1, H, W).
+        denoise_mask = denoise_mask.reshape((-1, 1) + tuple(denoise_mask.shape[-2:]))
+        if denoise_mask.shape[0] > 1:
+            denoise_mask = torch.cat([repeat_to_batch(denoise_mask, batch)] * 2)
     sampler = _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler)
     user_callback = callback
     if user_callback is not None:

@@ -182,6 +182,20 @@ def test_outer_sample_doubles_with_identical_noise_and_slices_back():
     assert out.shape[0] == 6
 
 
+@pytest.mark.parametrize("mask_shape", [(8, 8), (1, 8, 8), (2, 8, 8), (2, 1, 8, 8), (3, 1, 8, 8)])
+def test_outer_sample_pairs_each_teacher_with_its_students_noise_mask(mask_shape):
+    guider = FakeGuider({"teacher": dict(TEACHER)})
+    ex = FakeExecutor(lambda noise, latent, sampler, sigmas, mask, *rest: noise, guider)
+    mask = torch.rand(mask_shape)
+    mechanism.outer_sample(ex, torch.zeros(2, 4, 8, 8), torch.zeros(2, 4, 8, 8), None, None, mask, None, True, 0)
+    sent = ex.calls[0][4]
+    rows = mask.reshape(-1, 1, 8, 8)
+    if rows.shape[0] == 1:
+        assert torch.equal(sent, rows)  # ComfyUI broadcasts a single mask to every row
+    else:
+        assert torch.equal(sent[:2], rows[:2]) and torch.equal(sent[2:], rows[:2])
+
+
 def test_outer_sample_without_ip_is_an_error_for_adain_and_guidance():
     for feature, settings in (("AdaIN", {"adain": {}}), ("Guidance", {"guidance": {}})):
         with pytest.raises(mechanism.StyleStudioError, match="IPAdapter"):
