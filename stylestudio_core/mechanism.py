@@ -116,8 +116,8 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
             denoise_mask = torch.cat([repeat_to_batch(denoise_mask, batch)] * 2)
     sampler = _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler)
     user_callback = callback
-    if user_callback is not None:
-        def callback(step, x0, x, total_steps):  # previews show the students
+    if user_callback is not None and not teacher["return_teacher"]:
+        def callback(step, x0, x, total_steps):  # previews (and SamplerCustom's denoised output) show the students
             return user_callback(step, x0[:batch], x[:batch], total_steps)
     out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
     return out if teacher["return_teacher"] else out[:batch]
