@@ -180,7 +180,7 @@ def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, at
     ip_keys = ip_patch_keys(to)
     plan = CallPlan(has_teacher=has_teacher, couple=couple, share_cross=bool(teacher and teacher["share_cross_attention"]),
                     adain_strength=float(adain_strength), token_branch={len(conds): 1} if extra_branch else None,
-                    ip_keys=ip_keys)
+                    ip_keys=ip_keys, attn1_replace_keys=to.get("patches_replace", {}).get("attn1", {}).keys())
     options = _routed_options(model_options, plan, attention)
     if extra_branch:
         # ε(t, s⁻): the prompt with the adapter's uncond/negative style tokens, batched with the others.

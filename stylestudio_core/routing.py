@@ -58,13 +58,15 @@ class CallPlan:
     """What StyleStudio does in one model call (one sigma). Read by the routes and patches via extra_options."""
 
     def __init__(self, *, has_teacher: bool = False, couple: bool = False, share_cross: bool = False,
-                 adain_strength: float = 0.0, token_branch: dict | None = None, ip_keys=()):
+                 adain_strength: float = 0.0, token_branch: dict | None = None, ip_keys=(),
+                 attn1_replace_keys=()):
         self.has_teacher = has_teacher      # rows are [students | teachers] per chunk
         self.couple = couple                # teacher lends its self-attention this call
         self.share_cross = share_cross      # ...and its text cross-attention (fuAttn)
         self.adain_strength = adain_strength  # 0 = plain IP sum
         self.token_branch = token_branch or {}  # cond-list index -> IP token branch (0 cond, 1 uncond)
         self.ip_keys = set(ip_keys)
+        self.attn1_replace_keys = set(attn1_replace_keys)  # other nodes' attn1 replace slots
         self._layouts: dict = {}
 
     def layout(self, rows: int, cond_or_uncond, device) -> RowLayout:
@@ -158,6 +160,13 @@ class IPRoute:
         return self  # never stored in a model, but harmless if something casts it
 
 
+def _block_key_in(extra_options: dict, keys) -> bool:
+    """Whether this block's patch key (3-tuple with block_index, or the 2-tuple fallback) is in `keys`."""
+    block = extra_options.get("block")
+    return block is not None and ((block[0], block[1], extra_options.get("block_index", 0)) in keys
+                                  or tuple(block) in keys)
+
+
 def teacher_attn1_patch(n, context, value, extra_options):
     """attn1_patch: student rows take the teacher's queries and keys, keep their own values, so ComfyUI's
     own attention computes Attn(Q_t, K_t, V_s) (method.md §3) with no attention map materialised."""
@@ -167,8 +176,13 @@ def teacher_attn1_patch(n, context, value, extra_options):
     layout = plan.layout(n.shape[0], extra_options["cond_or_uncond"], n.device)
     borrowed = layout.borrow_teacher(n)
     # `value` still holds the student's own tokens: the block made it from the original `n`/`context`.
-    new_context = borrowed if context is n else layout.borrow_teacher(context)
-    return borrowed, new_context, value
+    if context is not n:
+        return borrowed, layout.borrow_teacher(context), value
+    if _block_key_in(extra_options, plan.attn1_replace_keys):
+        return borrowed, borrowed, value  # a replace slot needs explicit context and value
+    # context=None makes the attention take its keys from the query source (`borrowed`), as for plain
+    # self-attention, so the block does not hold one more activation-sized tensor until it ends.
+    return borrowed, None, value
 
 
 def teacher_attn2_output_patch(n, extra_options):
@@ -177,9 +191,7 @@ def teacher_attn2_output_patch(n, extra_options):
     plan: CallPlan = extra_options[PLAN_KEY]
     if not (plan.couple and plan.share_cross):
         return n
-    block = extra_options.get("block")
-    if block is not None and ((block[0], block[1], extra_options.get("block_index", 0)) in plan.ip_keys
-                              or tuple(block) in plan.ip_keys):
+    if _block_key_in(extra_options, plan.ip_keys):
         return n  # the IPRoute already used the teacher's text output there
     layout = plan.layout(n.shape[0], extra_options["cond_or_uncond"], n.device)
     return layout.borrow_teacher(n)

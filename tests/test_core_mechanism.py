@@ -41,7 +41,13 @@ def test_teacher_attn1_patch_gives_teacher_queries_keys_over_student_values():  
     plan = routing.CallPlan(has_teacher=True, couple=True)
     eo = {routing.PLAN_KEY: plan, "cond_or_uncond": [1, 0]}
     q_in, k_in, v_in = routing.teacher_attn1_patch(n, n, n, eo)
-    out = attention(q_in @ wq, k_in @ wk, v_in @ wv, HEADS)
+    assert k_in is None  # the block then takes keys from the query source (CrossAttention: context = x)
+    out = attention(q_in @ wq, q_in @ wk, v_in @ wv, HEADS)
+    # with another node's attn1 replace on the block, context must be explicit
+    replaced = routing.CallPlan(has_teacher=True, couple=True, attn1_replace_keys=[("input", 4)])
+    q_r, k_r, v_r = routing.teacher_attn1_patch(n, n, n, {**eo, routing.PLAN_KEY: replaced, "block": ("input", 4),
+                                                          "block_index": 0})
+    assert torch.equal(k_r, q_in) and torch.equal(q_r, q_in) and v_r is n
     for s, t in ((0, 1), (2, 3)):
         expected = explicit_attention((n[t:t + 1] @ wq), (n[t:t + 1] @ wk), (n[s:s + 1] @ wv), HEADS)
         torch.testing.assert_close(out[s:s + 1], expected, atol=1e-5, rtol=1e-5)
