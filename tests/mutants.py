@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     survivors = stale = 0
     for m in mutants:
         with tempfile.TemporaryDirectory(prefix=f"mutant-{m.name}-") as tmp:
-            copy = Path(tmp) / "ComfyUI-StyleStudio"
+            # A Python identifier: pytest imports the root __init__.py as a package, which a hyphenated folder breaks.
+            copy = Path(tmp) / "stylestudio_pack"
             try:
                 _copy_with(m, copy)
             except LookupError as e:
@@ -136,6 +137,9 @@ def main(argv=None) -> int:
             results = []
             for tier, python, env in tiers:
                 killed, seconds, tail = _run(python, copy, m.tests, env, a.timeout)
+                if killed and (" error" in tail and " failed" not in tail):
+                    killed = False  # an import/collection error is a broken copy, not a caught mutant
+                    tail = "ERROR (not counted as killed): " + tail
                 results.append(killed)
                 print(f"{'killed ' if killed else 'SURVIVED'} {m.name} [{tier}, {seconds:.0f} s]: {tail}")
             if not any(results):
