@@ -387,15 +387,15 @@ def _check_protocol(report: Report, pack, model, arch: str) -> bool:
     return True
 
 
-def _equal_row(report: Report, check: str, got, expected, what: str) -> None:
+def _equal_row(report: Report, check: str, got, expected, what: str,
+               meaning: str = "the node changes the model with its effect switched off") -> None:
     import torch
     if got.shape == expected.shape and torch.equal(got, expected):
         report.add(check, PASS, f"bit-identical to {what}")
     else:
         diff = _rel_diff(got, expected) if got.shape == expected.shape else float("nan")
         report.add(check, FAIL, f"differs from {what} (max relative difference {diff:.3g}; shapes "
-                                f"{tuple(got.shape)} vs {tuple(expected.shape)}): the node changes the model "
-                                "with its effect switched off")
+                                f"{tuple(got.shape)} vs {tuple(expected.shape)}): {meaning}")
 
 
 def _close_row(report: Report, check: str, got, expected, tol: float, what: str) -> None:
@@ -442,7 +442,8 @@ def _check_method(report: Report, env, arch: str, ipadapter_file: str, steps: in
                "the IP-Adapter-only run")
     _equal_row(report, f"Guidance = SCFG ({arch})",
                sample(run_node(env, GUIDANCE, model=with_ip, style_cfg=5.0, start_at=0.0, end_at=1.0), cfg=5.0),
-               ref, "plain style-based CFG (style_cfg = cfg)")
+               ref, "plain style-based CFG (style_cfg = cfg)",
+               "style_cfg = cfg must be the paper's style-based CFG, with no extra model evaluation")
     # one Euler step to sigma 0 returns the guided x0 prediction itself, so the formula can be checked exactly
     pos, neg = sample.positive, sample.negative
     u = sample(with_ip, cfg=0.0, steps=1, positive=pos, negative=neg)   # ε(∅t, s⁻)
