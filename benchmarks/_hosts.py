@@ -86,7 +86,8 @@ class RealComfyUI:
                 "attention": attn.optimized_attention.__name__}
 
     def node(self, class_name: str):
-        return self._pack.NODE_CLASS_MAPPINGS[class_name]()
+        import importlib  # the pack's registry (V3: no top-level mapping; `nodes` is imported by comfy_entrypoint)
+        return importlib.import_module(self._pack.__name__ + ".nodes").NODE_CLASS_MAPPINGS[class_name]()
 
     def base_model(self, size: str, dtype=None):
         from hosts import _tiny_weights as tw

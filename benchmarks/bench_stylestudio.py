@@ -139,14 +139,14 @@ def build_configs(host, args) -> dict:
     with torch.inference_mode():  # as ComfyUI's executor runs nodes
         models = {
             "baseline": ip,
-            "adain": adain_node.patch(ip, 1.0, 0.0, 1.0)[0],
-            "teacher": teacher_node.patch(ip, 0.0, w, False, False)[0],
-            "teacher_rt": teacher_node.patch(ip, 0.0, w, False, True)[0],
-            "sg_equal": sg_node.patch(ip, cfg, 0.0, 1.0)[0],
-            "sg_split": sg_node.patch(ip, scfg, 0.0, 1.0)[0],
-            "all3": sg_node.patch(teacher_node.patch(adain_node.patch(ip, 1.0, 0.0, 1.0)[0], 0.0, w, False,
+            "adain": adain_node.execute(ip, 1.0, 0.0, 1.0)[0],
+            "teacher": teacher_node.execute(ip, 0.0, w, False, False)[0],
+            "teacher_rt": teacher_node.execute(ip, 0.0, w, False, True)[0],
+            "sg_equal": sg_node.execute(ip, cfg, 0.0, 1.0)[0],
+            "sg_split": sg_node.execute(ip, scfg, 0.0, 1.0)[0],
+            "all3": sg_node.execute(teacher_node.execute(adain_node.execute(ip, 1.0, 0.0, 1.0)[0], 0.0, w, False,
                                                      False)[0], scfg, 0.0, 1.0)[0],
-            "official": with_explicit_self_attention(teacher_node.patch(ip, 0.0, w, False, True)[0]),
+            "official": with_explicit_self_attention(teacher_node.execute(ip, 0.0, w, False, True)[0]),
             "baseline_x2": ip,
             "baseline_explicit": with_explicit_self_attention(ip),
         }

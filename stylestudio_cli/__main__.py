@@ -2,6 +2,7 @@
 
   stylestudio validate WORKFLOW.json --comfyui PATH [--extra-custom-nodes DIR ...] [--set NODE.INPUT=VALUE ...]
   stylestudio run      WORKFLOW.json --comfyui PATH [--set NODE.INPUT=VALUE ...] [--out DIR]
+  stylestudio doctor   --comfyui PATH   (versions, loading, and the method's facts on a tiny model; see doctor.py)
 
 Exit status: 0 = the graph would execute (validate) / ran and wrote its outputs (run); 1 = problems found or the
 run failed; 2 = bad usage (no ComfyUI, unreadable file, bad --set).
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", default=None, help="output folder (default: ComfyUI's output folder)")
     r.add_argument("--api-out", metavar="FILE", default=None, help="also write the API-format prompt to FILE")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .doctor import add_arguments as doctor_arguments
+    doctor_arguments(sub.add_parser("doctor", help="check the ComfyUI + StyleStudio set-up; exit 1 on any failure"))
     return p
 
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
 
+    if args.command == "doctor":
+        from .doctor import run as doctor
+        return doctor(args)
     from . import runner
     from .comfy_env import ComfyUINotFound, load_comfyui
 

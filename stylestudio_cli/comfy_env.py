@@ -238,6 +238,14 @@ def load_comfyui(comfyui_path: str | None = None, *, extra_custom_nodes: Iterabl
                     parsed = parser.parse_args(shlex.split(comfy_args))
                     for k, v in vars(parsed).items():
                         setattr(args, k, v)
+                    # what comfy/cli_args.py does after its own parse (a raw None `fast` crashes every model load)
+                    if getattr(args, "fast", ()) is None:
+                        args.fast = set()
+                    elif isinstance(getattr(args, "fast", None), list):
+                        from comfy.cli_args import PerformanceFeature
+                        args.fast = set(args.fast) if args.fast else set(PerformanceFeature)
+                    if getattr(args, "force_fp16", False):
+                        args.fp16_unet = True
                 if cpu is None:
                     cpu = not _has_accelerator()
                 if cpu:

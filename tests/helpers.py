@@ -8,16 +8,23 @@ import torch
 ADAIN, TEACHER, GUIDANCE = "StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout", "StyleStudioStyleGuidance"
 
 
+def run_node(host, node_id, **inputs):
+    """The node's first output, called the way ComfyUI's executor calls it (inputs by name)."""
+    node = host.node(node_id)
+    return getattr(node, node.FUNCTION)(**inputs)[0]
+
+
 def adain(host, model, strength=1.0, start_at=0.0, end_at=1.0):
-    return host.node(ADAIN).patch(model, strength, start_at, end_at)[0]
+    return run_node(host, ADAIN, model=model, strength=strength, start_at=start_at, end_at=end_at)
 
 
 def teacher(host, model, start_at=0.0, end_at=0.4, share_cross_attention=False, return_teacher=False):
-    return host.node(TEACHER).patch(model, start_at, end_at, share_cross_attention, return_teacher)[0]
+    return run_node(host, TEACHER, model=model, start_at=start_at, end_at=end_at,
+                    share_cross_attention=share_cross_attention, return_teacher=return_teacher)
 
 
 def guidance(host, model, style_cfg=7.0, start_at=0.0, end_at=1.0):
-    return host.node(GUIDANCE).patch(model, style_cfg, start_at, end_at)[0]
+    return run_node(host, GUIDANCE, model=model, style_cfg=style_cfg, start_at=start_at, end_at=end_at)
 
 
 def ip(host, model, arch, **kw):

@@ -96,12 +96,13 @@ def test_pack_loads_through_comfyui_custom_node_loader(chost):
 def test_every_pack_node_is_registered_in_comfyui(chost):
     import nodes
     pack = chost.pack()
-    assert pack.NODE_CLASS_MAPPINGS, "the pack registers no nodes"
-    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+    classes = chost.node_classes()
+    assert classes, "the pack registers no nodes"
+    for name, cls in classes.items():
         assert nodes.NODE_CLASS_MAPPINGS.get(name) is cls, name
         assert cls.RELATIVE_PYTHON_MODULE == f"custom_nodes.{PACK_DIR_NAME}"
         assert name in nodes.NODE_DISPLAY_NAME_MAPPINGS, name
-        assert nodes.NODE_DISPLAY_NAME_MAPPINGS[name] == pack.NODE_DISPLAY_NAME_MAPPINGS[name]
+        assert nodes.NODE_DISPLAY_NAME_MAPPINGS[name] == sys.modules[pack.__name__ + ".nodes"].NODE_DISPLAY_NAME_MAPPINGS[name]
         assert callable(getattr(cls(), cls.FUNCTION))
 
 
@@ -126,6 +127,14 @@ def test_pyproject_parses_with_comfyui_config_parser(chost):
     assert cfg.tool_comfy.icon == tool["Icon"] and tool["Icon"]
     import re
     assert re.fullmatch(r"\d+\.\d+\.\d+", cfg.project.version), "semver"
+    # requires-comfyui: ComfyUI's parser reads it from [tool.comfy] into supported_comfyui_version, and the ComfyUI
+    # this tier runs must satisfy it (it is the oldest version the pack claims to support)
+    assert cfg.project.supported_comfyui_version == tool["requires-comfyui"]
+    import comfyui_version
+    minimum = re.fullmatch(r">=\s*(\d+)\.(\d+)\.(\d+)", tool["requires-comfyui"].strip())
+    assert minimum, tool["requires-comfyui"]
+    running = tuple(int(p) for p in comfyui_version.__version__.split(".")[:3])
+    assert running >= tuple(int(p) for p in minimum.groups()), (comfyui_version.__version__, tool["requires-comfyui"])
 
 
 # --- tiny models: the real block layout -------------------------------------------------------------------

@@ -75,11 +75,9 @@ def by_title(workflow, title):
 
 @pytest.fixture(scope="module")
 def pack_mappings(request):
-    """The pack's NODE_CLASS_MAPPINGS: as the host loaded it on the host tier, imported by path otherwise
-    (the pack imports without ComfyUI)."""
-    if HOST:
-        return request.getfixturevalue("host").pack().NODE_CLASS_MAPPINGS
-    return _import_by_path("_stylestudio_pack_for_workflow_tests", REPO / "__init__.py").NODE_CLASS_MAPPINGS
+    """The pack's {node id: class}, as the host (real ComfyUI, or the stand-in that provides comfy_api for the
+    pack's V3 nodes) loaded it."""
+    return request.getfixturevalue("host").node_classes()
 
 
 # --------------------------------------------------------------------------------------------------------------

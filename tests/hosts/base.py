@@ -29,9 +29,17 @@ class Host:
         (``__init__.py`` under a mangled module name, folder not on sys.path). Loaded once per process."""
         raise NotImplementedError
 
+    def node_classes(self) -> dict:
+        """The pack's ``{node id: class}``: ``NODE_CLASS_MAPPINGS`` of the loaded pack's ``nodes`` subpackage (its
+        registry, which its ``comfy_entrypoint()`` hands to ComfyUI; the pack's top level has no
+        NODE_CLASS_MAPPINGS on purpose, and imports ``nodes`` only when the entrypoint runs)."""
+        import importlib
+        return importlib.import_module(self.pack().__name__ + ".nodes").NODE_CLASS_MAPPINGS
+
     def node(self, class_name: str) -> Any:
-        """An *instance* of ``pack().NODE_CLASS_MAPPINGS[class_name]``."""
-        return self.pack().NODE_CLASS_MAPPINGS[class_name]()
+        """An *instance* of ``node_classes()[class_name]`` (V3 nodes: ``execute`` is a classmethod; ComfyUI calls
+        ``getattr(node, node.FUNCTION)(**inputs)``)."""
+        return self.node_classes()[class_name]()
 
     # --- models and conditioning -----------------------------------------------------------------------
     def tiny_model(self, arch: str = "sdxl") -> Any:
