@@ -43,8 +43,12 @@ class StyleStudioStyleAdapterLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
+        try:
+            files = adapter_folder().get_filename_list(FOLDER)
+        except ImportError:  # no ComfyUI (the pack's offline workflow tooling reads INPUT_TYPES): no folder to list
+            files = []
         return {"required": {
-            "adapter_name": (adapter_folder().get_filename_list(FOLDER), {"tooltip":
+            "adapter_name": (files, {"tooltip":
                              "An adapter file in models/ipadapter: CSGO (csgo_4_32.bin), IP-Adapter or "
                              "IP-Adapter Plus for SD1.5 or SDXL (.safetensors preferred)."}),
         }}

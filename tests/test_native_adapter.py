@@ -199,3 +199,52 @@ def test_loader_lists_the_ipadapter_folder(host):
     choices = host.pack().NODE_CLASS_MAPPINGS[LOADER].INPUT_TYPES()["required"]["adapter_name"][0]
     assert name in choices
     assert clip_vision(host) is not None
+
+
+# ------------------------------------------------------------------------------------------------ workflows
+def _wf(name):
+    import json
+    from pathlib import Path
+    return json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.json").read_text())
+
+
+def _by_type(data, t):
+    return [n for n in data["nodes"] if n["type"] == t]
+
+
+def _model_chain(data, ks):
+    nodes, links = {n["id"]: n for n in data["nodes"]}, {link[0]: link for link in data["links"]}
+    chain, node = [], ks
+    while True:
+        inp = next((i for i in node["inputs"] if i["name"] == "model"), None)
+        if inp is None or inp["link"] is None:
+            return list(reversed(chain))
+        node = nodes[links[inp["link"]][1]]
+        chain.append(node["type"])
+
+
+def test_csgo_workflow_has_the_papers_default_setting():
+    data = _wf("stylestudio_csgo")
+    (ks,) = _by_type(data, "KSampler")
+    assert ks["widgets_values"] == [42, "fixed", 50, 5.0, "euler", "normal", 1.0]
+    assert _model_chain(data, ks) == ["CheckpointLoaderSimple", "StyleStudioApplyStyleAdapter",
+                                      "StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout"]
+    assert _by_type(data, "CheckpointLoaderSimple")[0]["widgets_values"] == ["sd_xl_base_1.0.safetensors"]
+    assert _by_type(data, "StyleStudioStyleAdapterLoader")[0]["widgets_values"] == ["csgo_4_32.bin"]
+    assert _by_type(data, "StyleStudioApplyStyleAdapter")[0]["widgets_values"] == [1.0, "up", 0.0, 1.0]
+    assert _by_type(data, "StyleStudioTeacherLayout")[0]["widgets_values"] == [0.0, 0.4, False, False]
+    assert _by_type(data, "StyleStudioCrossModalAdaIN")[0]["widgets_values"] == [1.0, 0.0, 1.0]
+    assert _by_type(data, "EmptyLatentImage")[0]["widgets_values"] == [1024, 1024, 1]
+    assert "bigG" in _by_type(data, "CLIPVisionLoader")[0]["widgets_values"][0]
+    assert not {n["type"] for n in data["nodes"]} & {"IPAdapterUnifiedLoader", "IPAdapterAdvanced"}
+
+
+def test_native_negative_style_workflow_feeds_the_negative_image_to_the_adapter():
+    data = _wf("stylestudio_negative_style_native")
+    nodes, links = {n["id"]: n for n in data["nodes"]}, {link[0]: link for link in data["links"]}
+    (apply_node,) = _by_type(data, "StyleStudioApplyStyleAdapter")
+    neg = next(i for i in apply_node["inputs"] if i["name"] == "image_negative")
+    assert nodes[links[neg["link"]][1]]["title"] == "Negative style image"  # the recipe's decoded image
+    styled = [k for k in _by_type(data, "KSampler") if "StyleStudioStyleGuidance" in _model_chain(data, k)]
+    assert len(styled) == 1 and _model_chain(data, styled[0])[1] == "StyleStudioApplyStyleAdapter"
+    assert not {n["type"] for n in data["nodes"]} & {"IPAdapterUnifiedLoader", "IPAdapterAdvanced"}
