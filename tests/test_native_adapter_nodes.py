@@ -256,3 +256,21 @@ def test_native_ip_adapter_equals_ipadapter_plus_style_transfer(host, arch):
     expected = sample(host, theirs, arch, cfg=1.0)
     close(sample(host, ours, arch, cfg=1.0), expected, rel=1e-5)
     assert not torch.allclose(expected, sample(host, host.tiny_model(arch), arch, cfg=1.0))
+
+
+def test_native_plus_at_full_resampler_widths_equals_ipadapter_plus(host):
+    """IPAdapter_plus hard-codes the SDXL Plus Resampler (width 1280, 20 heads, depth 4, 16 tokens): a file with
+    exactly those sizes (tiny per-layer widths) goes through both packs; cfg 1, so only the style tokens count."""
+    if not host.real_ipadapter:
+        pytest.skip("needs the real ComfyUI_IPAdapter_plus (host tier with IPADAPTER_PLUS_PATH)")
+    import nodes
+    name = write_adapter(host, "ip_adapter_plus", "sdxl", resampler_dim=1280, resampler_heads=20, resampler_depth=4,
+                         tokens=16, feature_dim=32, seed=23)
+    img = image(16)
+    with torch.inference_mode():
+        ipadapter = nodes.NODE_CLASS_MAPPINGS["IPAdapterModelLoader"]().load_ipadapter_model(name)[0]
+        theirs = nodes.NODE_CLASS_MAPPINGS["IPAdapterAdvanced"]().apply_ipadapter(
+            host.tiny_model("sdxl"), ipadapter, start_at=0.0, end_at=1.0, weight=1.0, weight_type="style transfer",
+            image=img, clip_vision=clip_vision(host))[0]
+    ours = apply(host, host.tiny_model("sdxl"), load(host, name), img, blocks="style")
+    close(sample(host, ours, "sdxl", cfg=1.0), sample(host, theirs, "sdxl", cfg=1.0), rel=1e-5)

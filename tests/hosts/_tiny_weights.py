@@ -349,11 +349,11 @@ def make_tiny_clip_vision(seed: int = 5, config: dict | None = None):
         json.dump(cfg, f)
         path = f.name
     try:
-        clip = comfy.clip_vision.ClipVisionModel(path)
+        with torch.inference_mode(False):  # normal tensors, usable in and out of inference mode
+            clip = comfy.clip_vision.ClipVisionModel(path)
+            init_weights_(clip.model, seed=seed)
     finally:
         os.unlink(path)
-    with torch.inference_mode(False):
-        init_weights_(clip.model, seed=seed)
     return clip
 
 
