@@ -4,6 +4,8 @@ off, memory on clone, model management, stacking with IPAdapter_plus in either o
 same file, image and CLIP vision."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -274,3 +276,64 @@ def test_native_plus_at_full_resampler_widths_equals_ipadapter_plus(host):
             image=img, clip_vision=clip_vision(host))[0]
     ours = apply(host, host.tiny_model("sdxl"), load(host, name), img, blocks="style")
     close(sample(host, ours, "sdxl", cfg=1.0), sample(host, theirs, "sdxl", cfg=1.0), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ the shipped workflow
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="host tier: runs the workflow through the CLI")
+def test_csgo_workflow_runs_end_to_end_with_tiny_models(host, tmp_path, capsys):
+    """workflows/stylestudio_csgo.json through `stylestudio run` on the real ComfyUI (no IPAdapter_plus node in
+    it): tiny checkpoint / text encoder / CLIP vision substituted, a tiny CSGO file under the real name."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import folder_paths
+    import nodes
+    repo = Path(__file__).resolve().parents[1]
+    if "stylestudio_cli" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("stylestudio_cli", repo / "stylestudio_cli" / "__init__.py",
+                                                      submodule_search_locations=[str(repo / "stylestudio_cli")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["stylestudio_cli"] = module
+        spec.loader.exec_module(module)
+    from PIL import Image
+    from stylestudio_cli.__main__ import main
+
+    class _TinyVAE:
+        def decode(self, samples):
+            return torch.sigmoid(torch.nn.functional.interpolate(samples[:, :3].float(), scale_factor=8)).movedim(1, -1)
+
+    def node_class(returns, fn, inputs=None):
+        return type("_T", (), {"INPUT_TYPES": classmethod(lambda cls: {"required": inputs or {}}),
+                               "RETURN_TYPES": returns, "FUNCTION": "run", "CATEGORY": "_test",
+                               "run": lambda self, **kw: fn(**kw)})
+    new = {"_TestTinyCheckpoint": node_class(("MODEL", "CLIP", "VAE"),
+                                             lambda: (host.tiny_model("sdxl"), object(), _TinyVAE())),
+           "_TestTinyTextEncode": node_class(("CONDITIONING",), lambda text, clip: (host.conditioning("sdxl", len(text)),),
+                                             {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}),
+           "_TestTinyClipVision": node_class(("CLIP_VISION",), lambda: (clip_vision(host),))}
+    nodes.NODE_CLASS_MAPPINGS.update(new)
+    ipa_dir = tmp_path / "ipadapter"
+    tw.write_state_dict(str(ipa_dir / "csgo_4_32.bin"), tw.random_style_adapter_state_dict("csgo", "sdxl", 32, depth=1))
+    folder_paths.add_model_folder_path("ipadapter", str(ipa_dir))
+    inp = tmp_path / "input"
+    inp.mkdir()
+    Image.new("RGB", (96, 80), (180, 90, 40)).save(inp / "stylestudio_style.png")
+    out = tmp_path / "out"
+    try:
+        rc = main(["run", str(repo / "workflows" / "stylestudio_csgo.json"), "--comfyui", os.environ["COMFYUI_PATH"],
+                   "--input-dir", str(inp), "--out", str(out),
+                   "--set", "Load Checkpoint.class_type=_TestTinyCheckpoint",
+                   "--set", "Positive prompt.class_type=_TestTinyTextEncode",
+                   "--set", "Negative prompt.class_type=_TestTinyTextEncode",
+                   "--set", "Load CLIP Vision (ViT-bigG).class_type=_TestTinyClipVision",
+                   "--set", "KSampler.steps=3", "--set", "EmptyLatentImage.width=64",
+                   "--set", "EmptyLatentImage.height=64"])
+    finally:
+        for k in new:
+            nodes.NODE_CLASS_MAPPINGS.pop(k, None)
+        folder_paths.folder_names_and_paths["ipadapter"][0].remove(str(ipa_dir))
+        getattr(folder_paths, "filename_list_cache", {}).pop("ipadapter", None)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
+    assert len(sorted(out.rglob("*.png"))) == 1, captured.out
