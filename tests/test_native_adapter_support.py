@@ -2,6 +2,7 @@
 the tiny CLIP vision model, and references written from the published architectures (not from the pack)."""
 from __future__ import annotations
 
+import atexit
 import math
 import os
 
@@ -17,6 +18,8 @@ CTX = {"sdxl": 2048, "sd15": 768}
 
 _written: dict = {}
 _clip = {}
+# drop the CLIP vision patcher while the interpreter is intact (ModelPatcher.__del__ fails during shutdown)
+atexit.register(_clip.clear)
 
 
 def ipadapter_folder(host) -> str:
