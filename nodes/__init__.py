@@ -7,14 +7,18 @@ others.
 """
 from comfy_api.latest import ComfyExtension, io
 
+from .apply_style_adapter import StyleStudioApplyStyleAdapter
 from .cross_modal_adain import StyleStudioCrossModalAdaIN
 from .style_guidance import StyleStudioStyleGuidance
+from .style_adapter_loader import StyleStudioStyleAdapterLoader
 from .teacher_layout import StyleStudioTeacherLayout
 
 NODES = [
     StyleStudioCrossModalAdaIN,
     StyleStudioTeacherLayout,
     StyleStudioStyleGuidance,
+    StyleStudioStyleAdapterLoader,
+    StyleStudioApplyStyleAdapter,
 ]
 
 # {node id: class} / {node id: display name}, as ComfyUI registers them from the schemas. Deliberately NOT

@@ -15,9 +15,11 @@ SHIPPED_NODE_IDS = (
     "StyleStudioCrossModalAdaIN",
     "StyleStudioTeacherLayout",
     "StyleStudioStyleGuidance",
+    "StyleStudioStyleAdapterLoader",
+    "StyleStudioApplyStyleAdapter",
 )
-#: Ids being added on other branches (issue 13); allowed, not yet required. Move them to SHIPPED_NODE_IDS on merge.
-PENDING_NODE_IDS = ("StyleStudioStyleAdapterLoader", "StyleStudioApplyStyleAdapter")
+#: Ids being added on other branches; allowed, not yet required. Move them to SHIPPED_NODE_IDS on merge.
+PENDING_NODE_IDS = ()
 WIDGET_TYPES = ("FLOAT", "INT", "BOOLEAN", "STRING", "COMBO")
 
 

@@ -127,6 +127,8 @@ FAKE_CORE = {
                                               "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0}),
                                               "start_percent": F, "end_percent": F},
                                  "optional": {"vae": ("VAE",)}}, ("CONDITIONING", "CONDITIONING")),
+    "CLIPVisionLoader": ({"required": {"clip_name": (["CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"],)}},
+                         ("CLIP_VISION",)),
     "IPAdapterUnifiedLoader": ({"required": {"model": ("MODEL",), "preset": (PRESETS,)},
                                 "optional": {"ipadapter": ("IPADAPTER",)}}, ("MODEL", "IPADAPTER")),
     "IPAdapterAdvanced": ({"required": {"model": ("MODEL",), "ipadapter": ("IPADAPTER",), "image": ("IMAGE",),
@@ -142,7 +144,8 @@ FAKE_CORE = {
 IPADAPTER_TYPES = {"IPAdapterUnifiedLoader", "IPAdapterAdvanced"}
 CORE_TYPES = set(FAKE_CORE) - IPADAPTER_TYPES
 FRONTEND_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
-STYLESTUDIO_TYPES = {"StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout", "StyleStudioStyleGuidance"}
+STYLESTUDIO_TYPES = {"StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout", "StyleStudioStyleGuidance",
+                     "StyleStudioStyleAdapterLoader", "StyleStudioApplyStyleAdapter"}
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +227,8 @@ def _fits(kind, value, opts):
         ok = isinstance(value, bool)
     elif kind == "STRING":
         ok = isinstance(value, str)
-    else:
-        ok = value in opts.get("options", [])
+    else:  # a model-file list depends on the disk: a documented model file name is a valid value
+        ok = value in opts.get("options", []) or value in DOCUMENTED
     if ok and kind in ("INT", "FLOAT"):
         ok = opts.get("min", value) <= value <= opts.get("max", value)
     return ok
@@ -305,6 +308,7 @@ DOCUMENTED = {  # model file names as the projects document them (README / model
     "xinsir-controlnet-canny-sdxl-1.0.safetensors": "controlnet",
     "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors": "clip_vision",
     "ip-adapter-plus_sdxl_vit-h.safetensors": "ipadapter", "ip-adapter-plus_sd15.safetensors": "ipadapter",
+    "csgo_4_32.bin": "ipadapter", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors": "clip_vision",
 }
 
 

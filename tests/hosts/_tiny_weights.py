@@ -321,3 +321,134 @@ def write_random_ipadapter(path: str, arch: str, model_channels: int = 32, *, de
                                      clip_embeddings_dim=clip_embeddings_dim, seed=seed, dtype=dtype)
     save_file({k: v.contiguous() for k, v in sd.items()}, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Native style-adapter files (StyleStudio's own loader): CSGO, IP-Adapter, IP-Adapter Plus
+# ---------------------------------------------------------------------------------------------------------
+#: The tiny CLIP vision model's config: ComfyUI's own clip_vision_config_*.json keys, shrunk (224 px input as the
+#: real encoders, so ComfyUI's 224 preprocessing and centre crop are exercised; 257 tokens).
+TINY_CLIP_VISION_CONFIG = {
+    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 224,
+    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 3,
+    "patch_size": 14, "projection_dim": 24, "torch_dtype": "float32",
+}
+
+
+def make_tiny_clip_vision(seed: int = 5, config: dict | None = None):
+    """A ``comfy.clip_vision.ClipVisionModel`` built by ComfyUI's own class from a shrunk config file (real
+    module tree and key names: vision_model.embeddings.patch_embedding, ...encoder.layers.N..., visual_projection),
+    weights filled by :func:`init_weights_`. Works on the real host and on the stand-in's clip_vision."""
+    import json
+    import tempfile
+
+    import comfy.clip_vision
+    cfg = dict(TINY_CLIP_VISION_CONFIG, **(config or {}))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(cfg, f)
+        path = f.name
+    try:
+        with torch.inference_mode(False):  # normal tensors, usable in and out of inference mode
+            clip = comfy.clip_vision.ClipVisionModel(path)
+            init_weights_(clip.model, seed=seed)
+    finally:
+        os.unlink(path)
+    return clip
+
+
+@torch.no_grad()
+def _random_resampler(sd, prefix, g, *, tokens, dim, heads, depth, feature_dim, out_dim, ff_mult=4, dtype):
+    """IP-Adapter Plus / CSGO Resampler weights under ``prefix`` (keys as the published files), norms random so
+    nothing is trivially zero."""
+    def rnd(*shape, std=None):
+        s = std if std is not None else 1.0 / math.sqrt(shape[-1])
+        return (torch.randn(shape, generator=g) * s).to(dtype)
+
+    def norm(name, width):
+        sd[prefix + name + ".weight"] = (1 + 0.1 * torch.randn(width, generator=g)).to(dtype)
+        sd[prefix + name + ".bias"] = (0.1 * torch.randn(width, generator=g)).to(dtype)
+    inner = 64 * heads
+    sd[prefix + "latents"] = rnd(1, tokens, dim, std=dim ** -0.5)
+    sd[prefix + "proj_in.weight"] = rnd(dim, feature_dim)
+    sd[prefix + "proj_in.bias"] = rnd(dim, std=0.1)
+    sd[prefix + "proj_out.weight"] = rnd(out_dim, dim)
+    sd[prefix + "proj_out.bias"] = rnd(out_dim, std=0.1)
+    norm("norm_out", out_dim)
+    for i in range(depth):
+        q = f"layers.{i}."
+        norm(q + "0.norm1", dim)
+        norm(q + "0.norm2", dim)
+        sd[prefix + q + "0.to_q.weight"] = rnd(inner, dim)
+        sd[prefix + q + "0.to_kv.weight"] = rnd(2 * inner, dim)
+        sd[prefix + q + "0.to_out.weight"] = rnd(dim, inner)
+        norm(q + "1.0", dim)
+        sd[prefix + q + "1.1.weight"] = rnd(ff_mult * dim, dim)
+        sd[prefix + q + "1.3.weight"] = rnd(dim, ff_mult * dim)
+
+
+@torch.no_grad()
+def random_style_adapter_state_dict(fmt: str, arch: str, model_channels: int = 32, *, depth: int | None = None,
+                                    feature_dim: int | None = None, tokens: int | None = None, seed: int = 0,
+                                    resampler_dim: int = 64, resampler_heads: int = 2, resampler_depth: int = 2,
+                                    dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """A random-weight adapter file in one of the published layouts, with the real layer numbering of ``arch``
+    (:func:`ipadapter_layers`; placeholders of width 1 for layers a depth-reduced model lacks):
+
+    * ``"ip_adapter"``: ``image_proj.proj`` (tokens·ctx, feature_dim) + ``image_proj.norm`` (random bias, so the
+      unconditional tokens -- the projector on zero embeds -- are not zero), ``ip_adapter.N.to_k_ip/to_v_ip`` for
+      all 70 (SDXL) / 16 (SD1.5) layers; tokens default 4.
+    * ``"ip_adapter_plus"``: ``image_proj.*`` Resampler (16 latents by default, ``resampler_dim`` wide,
+      ``resampler_heads`` 64-dim heads, ``resampler_depth`` blocks) + the same layers.
+    * ``"csgo"``: ``style_image_proj.*`` Resampler (32 tokens by default, output ctx), ``content_image_proj.*``
+      (4-token linear projector, ignored by the loader) and ``ip_adapter`` layers for the down blocks (content
+      branch) and up blocks (style branch), none for the middle block (CSGO skips it)."""
+    arch = _arch(arch)
+    ctx = SDXL_CONTEXT_DIM if arch == "sdxl" else SD15_CONTEXT_DIM
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, std=None):
+        s = std if std is not None else 1.0 / math.sqrt(shape[-1])
+        return (torch.randn(shape, generator=g) * s).to(dtype)
+    sd: dict[str, torch.Tensor] = {}
+    layers = ipadapter_layers(arch, model_channels, depth)
+    if fmt == "ip_adapter":
+        n, f = tokens or 4, feature_dim or 24
+        sd["image_proj.proj.weight"] = rnd(n * ctx, f)
+        sd["image_proj.proj.bias"] = rnd(n * ctx, std=0.1)
+        sd["image_proj.norm.weight"] = (1 + 0.1 * torch.randn(ctx, generator=g)).to(dtype)
+        sd["image_proj.norm.bias"] = (0.1 * torch.randn(ctx, generator=g)).to(dtype)
+    elif fmt == "ip_adapter_plus":
+        _random_resampler(sd, "image_proj.", g, tokens=tokens or 16, dim=resampler_dim, heads=resampler_heads,
+                          depth=resampler_depth, feature_dim=feature_dim or 32, out_dim=ctx, dtype=dtype)
+    elif fmt == "csgo":
+        _random_resampler(sd, "style_image_proj.", g, tokens=tokens or 32, dim=resampler_dim,
+                          heads=resampler_heads, depth=resampler_depth, feature_dim=feature_dim or 32, out_dim=ctx,
+                          dtype=dtype)
+        sd["content_image_proj.proj.weight"] = rnd(4 * ctx, feature_dim or 32)
+        sd["content_image_proj.proj.bias"] = rnd(4 * ctx, std=0.1)
+        sd["content_image_proj.norm.weight"] = torch.ones(ctx, dtype=dtype)
+        sd["content_image_proj.norm.bias"] = torch.zeros(ctx, dtype=dtype)
+        layers = [entry for entry in layers if entry[1][0] != "middle"]
+    else:
+        raise ValueError(f"unknown adapter format {fmt!r}")
+    for mk, _key, width in layers:
+        sd[f"ip_adapter.{mk}.to_k_ip.weight"] = rnd(width, ctx)
+        sd[f"ip_adapter.{mk}.to_v_ip.weight"] = rnd(width, ctx)
+    return sd
+
+
+def write_state_dict(path: str, sd: dict[str, torch.Tensor]) -> str:
+    """Write ``sd`` as .safetensors, or as a nested-dict ``torch.save`` .bin (the layout of the published
+    CSGO / IP-Adapter .bin files: ``{"image_proj": {...}, "ip_adapter": {...}}``), by the file extension."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    else:
+        nested: dict[str, dict] = {}
+        for k, v in sd.items():
+            head, _, rest = k.partition(".")
+            nested.setdefault(head, {})[rest] = v
+        torch.save(nested, path)
+    return path

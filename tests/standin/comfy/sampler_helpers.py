@@ -4,7 +4,8 @@
 ``model_options["transformer_options"]["wrappers"/"callbacks"]`` (and ``to_load_options``) exactly like real,
 which is how a wrapper added with ``ModelPatcher.add_wrapper_with_key`` reaches every executor of the run.
 ``prepare_sampling`` loads the patcher through comfy.model_management.load_models_gpu (the .to() slot
-replacement happens there). Simplified: no hooks, ControlNets, GLIGEN or additional models.
+replacement happens there). Additional models (``set_additional_models``) are loaded with the patcher and returned, as real.
+Simplified: no hooks, ControlNets or GLIGEN.
 """
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ def prepare_sampling(model, noise_shape, conds, model_options=None):
 
 
 def _prepare_sampling(model, noise_shape, conds, model_options=None):
-    comfy.model_management.load_models_gpu([model])
-    return model.model, conds, []
+    # the MODEL's additional models (ModelPatcher.set_additional_models) are loaded with it, as real
+    models = model.get_nested_additional_models()
+    comfy.model_management.load_models_gpu([model] + models)
+    return model.model, conds, models
 
 
 def cleanup_models(conds, models):
