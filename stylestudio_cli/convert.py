@@ -53,6 +53,9 @@ class NodeDef:
     outputs: tuple = ()
     output_node: bool = False
     display_name: str | None = None
+    #: ``{"required": [names], "optional": [names]}`` as the server's /object_info gives it (the editor lays
+    #: widgets out in this order when present)
+    input_order: Mapping[str, Any] | None = None
 
     def input_spec(self, name: str):
         for cat in ("required", "optional"):
