@@ -600,14 +600,16 @@ def test_renamed_stylestudio_input_breaks_the_shipped_workflows(defs):
     assert any(p.kind == "unknown_input" and "strength" in p.message for p in conv.errors), conv.problems
 
 
-def test_group_nodes_and_subgraphs_are_unsupported(defs):
+def test_group_nodes_are_unsupported_subgraphs_are_flattened(defs):
     g = G(defs)
     g.add("workflow>my group", [], inputs=[], outputs=[])
     g.add("1b2c3d4e-0000-4000-8000-000000000000", [], inputs=[], outputs=[])
     data = g.wf()
-    data["definitions"] = {"subgraphs": [{"id": "1b2c3d4e-0000-4000-8000-000000000000"}]}
-    kinds = [p.kind for p in ui_to_api(data, defs).problems]
-    assert kinds == ["unsupported", "unsupported"]
+    data["definitions"] = {"subgraphs": [{"id": "1b2c3d4e-0000-4000-8000-000000000000", "nodes": [],
+                                          "links": []}]}
+    conv = ui_to_api(data, defs)
+    assert [p.kind for p in conv.problems] == ["unsupported"] and "group node" in conv.problems[0].message
+    assert conv.prompt == {}  # an empty subgraph sends nothing (tests/test_cli_editor_files.py: real ones)
 
 
 def test_broken_links_are_reported():

@@ -61,6 +61,10 @@ NOISE = [
     # ComfyUI v0.3.64 without the optional comfyui-workflow-templates / comfyui-embedded-docs packages
     (lambda e: e["source"] == "network" and any(p in e["message"] for p in ("/templates/", "/docs/")) and
      PACK_URL not in e["message"], "optional template/doc packages of ComfyUI are not installed"),
+    # the frontend logs this when a script (the subgraph tests here) points the canvas at a subgraph with
+    # canvas.setGraph() instead of through its router; it names no node and no pack
+    (lambda e: e["source"] == "console-api" and "Attempted to cleanup event listeners for graph that was never "
+     "set up" in e["message"], "the frontend's own note on script navigation into a subgraph"),
 ]
 
 
@@ -343,9 +347,12 @@ def _ids(workflow, *types):
     return [n["id"] for n in workflow["nodes"] if n["type"] in types]
 
 
-def _build(editor, source: str, steps) -> dict:
-    """Load a shipped workflow, apply editor operations, save with the editor's Save; returns the state."""
+def _build(editor, source: str, steps, mutate=None) -> dict:
+    """Load a shipped workflow (optionally changed first, e.g. made malformed), apply editor operations, save
+    with the editor's Save; returns the editor's state (graphToPrompt output, serialised and saved graph)."""
     workflow = json.loads((WF_DIR / f"{source}.json").read_text(encoding="utf-8"))
+    if mutate is not None:
+        mutate(workflow)
     editor.load(source, workflow)
     ctx = {"wf": workflow}
     for step in steps:
@@ -354,6 +361,7 @@ def _build(editor, source: str, steps) -> dict:
     state = b.run_async(JS_RESET + JS_STATE)
     saved = b.run_async(JS_SAVE, f"workflows/{ctx['name']}.json")
     state["saved"] = json.loads(saved["content"])
+    state["loaded"] = workflow
     state["log"] = b.collect_log()
     return state
 
@@ -399,6 +407,27 @@ SUBGRAPH_CASES = {
     "sd15_saved_unchanged": ("stylestudio_sd15", [_name("sd15_saved_unchanged")]),
 }
 
+# files the editor never writes but users have (hand-edited, or saved by an editor with another widget layout):
+# loaded as they are; the editor assigns widgets_values by position and the CLI must do exactly the same
+MALFORMED_CASES = {
+    # KSampler without its control_after_generate value: everything after the seed shifts by one
+    "malformed_ksampler_no_control": ("stylestudio_sd15", lambda wf: _widgets(wf, "KSampler").pop(1)),
+    # the teacher's last value missing (an input added after the file was saved): the default fills it
+    "malformed_teacher_short": ("stylestudio_sd15", lambda wf: _widgets(wf, "StyleStudioTeacherLayout").pop()),
+    # one value too many at the end of AdaIN's values: ignored
+    "malformed_adain_extra": ("stylestudio_sd15",
+                              lambda wf: _widgets(wf, "StyleStudioCrossModalAdaIN").append(0.5)),
+}
+MALFORMED_PROBLEMS = {  # what the CLI must say about each (severity, kind, words in the message)
+    "malformed_ksampler_no_control": ("error", "widget_values", "by position"),
+    "malformed_teacher_short": ("warning", "widget_values", "return_teacher"),
+    "malformed_adain_extra": ("warning", "widget_values", "ignored"),
+}
+
+
+def _widgets(workflow, ctype):
+    return next(n for n in workflow["nodes"] if n["type"] == ctype)["widgets_values"]
+
 
 def _sweep_branch(workflow, only: str | None = None):
     """The nodes of the first KSampler's branch of the layout sweep up to its IPAdapter (model path)."""
@@ -424,14 +453,35 @@ def subgraph_states(editor):
     out = {}
     for key, (source, steps) in SUBGRAPH_CASES.items():
         out[key] = _build(editor, source, steps)
+    for key, (source, mutate) in MALFORMED_CASES.items():
+        out[key] = _build(editor, source, [_name(key)], mutate)
     if os.environ.get("STYLESTUDIO_WRITE_FIXTURES"):
         FIXTURES.mkdir(parents=True, exist_ok=True)
         for key, state in out.items():
-            (FIXTURES / f"{key}.json").write_text(json.dumps(state["saved"], indent=1) + "\n")
+            if key in MALFORMED_CASES:  # the file as loaded, and the editor's own save of it
+                (FIXTURES / f"{key}.json").write_text(json.dumps(state["loaded"], indent=1) + "\n")
+                (FIXTURES / f"{key}.editor-saved.json").write_text(json.dumps(state["saved"], indent=1) + "\n")
+            else:
+                (FIXTURES / f"{key}.json").write_text(json.dumps(state["saved"], indent=1) + "\n")
             (FIXTURES / f"{key}.prompt.json").write_text(json.dumps(state["output"], indent=1, sort_keys=True)
                                                          + "\n")
         print(f"\nwrote editor-saved fixtures to {FIXTURES}")
     return out
+
+
+@pytest.mark.parametrize("key", list(MALFORMED_CASES))
+def test_malformed_widget_values_line_up_as_in_the_editor(key, subgraph_states, editor):
+    """The CLI lines widget values up by position exactly as the editor does, and says so."""
+    state = subgraph_states[key]
+    conv = editor.convert.ui_to_api(state["loaded"], editor.defs)
+    diff = prompt_diff(state["output"], conv.prompt)
+    assert not diff, f"{key}: editor graphToPrompt vs stylestudio_cli:\n" + "\n".join(diff)
+    severity, kind, words = MALFORMED_PROBLEMS[key]
+    hits = [p for p in conv.problems if p.kind == kind and p.severity == severity and words in p.message]
+    assert hits, f"{key}: expected a {severity} about {words!r}, got {[str(p) for p in conv.problems]}"
+    # and the editor's own save of what it loaded converts identically
+    saved = editor.convert.ui_to_api(state["saved"], editor.defs)
+    assert not prompt_diff(state["output"], saved.prompt)
 
 
 @pytest.mark.parametrize("key", list(SUBGRAPH_CASES))
