@@ -465,6 +465,13 @@ def subgraph_states(editor):
                 (FIXTURES / f"{key}.json").write_text(json.dumps(state["saved"], indent=1) + "\n")
             (FIXTURES / f"{key}.prompt.json").write_text(json.dumps(state["output"], indent=1, sort_keys=True)
                                                          + "\n")
+        # the server's node definitions of every node type in them: the unit tier converts with exactly these
+        used = set()
+        for state in out.values():
+            for n in state["nodes"]:
+                used.add(n["type"])
+        info = {k: v for k, v in sorted(editor.server.object_info.items()) if k in used}
+        (FIXTURES / "object_info.json").write_text(json.dumps(info, indent=1) + "\n")  # key order matters
         print(f"\nwrote editor-saved fixtures to {FIXTURES}")
     return out
 
@@ -503,3 +510,20 @@ def test_editor_made_graphs_convert_like_graph_to_prompt(key, subgraph_states, e
         committed = json.loads((FIXTURES / f"{key}.prompt.json").read_text())
         assert not prompt_diff(committed, state["output"]), f"{key}: the committed fixture is stale " \
             "(regenerate with STYLESTUDIO_WRITE_FIXTURES=1)"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=WF_IDS)
+def test_cli_widget_layout_is_the_editors(path, editor):
+    """For every node of the workflow, the CLI's idea of the editor's widgets (names, order, which are sent)
+    is the widget list of the node in the live editor."""
+    state = editor.shipped(path)
+    bad = []
+    for n in state["nodes"]:
+        d = editor.defs.get(n["type"])
+        if d is None:
+            continue
+        live = [(w["name"], w["in_prompt"]) for w in n["widgets"] if w["in_values"]]
+        cli = [(w.name, w.in_prompt) for w in editor.convert.editor_widgets(d)]
+        if live != cli:
+            bad.append(f"#{n['id']} {n['type']}: editor {live} != CLI {cli}")
+    assert not bad, "\n".join(bad)
