@@ -355,6 +355,16 @@ class Browser:
             raise WebDriverError("script failed in the page: " + value["__error__"])
         return value
 
+    def click_at(self, x: float, y: float):
+        """A real mouse click (W3C actions) at viewport coordinates."""
+        actions = {"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                                "actions": [{"type": "pointerMove", "duration": 0, "x": int(x), "y": int(y),
+                                             "origin": "viewport"},
+                                            {"type": "pointerDown", "button": 0}, {"type": "pause", "duration": 80},
+                                            {"type": "pointerUp", "button": 0}]}]}
+        self._call("POST", self._s("/actions"), actions)
+        self._call("DELETE", self._s("/actions"))
+
     def screenshot(self, path: Path):
         import base64
         png = self._call("GET", self._s("/screenshot"))

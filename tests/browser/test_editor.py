@@ -527,3 +527,73 @@ def test_cli_widget_layout_is_the_editors(path, editor):
         if live != cli:
             bad.append(f"#{n['id']} {n['type']}: editor {live} != CLI {cli}")
     assert not bad, "\n".join(bad)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# in-editor help page
+# ----------------------------------------------------------------------------------------------------------
+HELP_NODE = "StyleStudioCrossModalAdaIN"
+
+JS_NODE_TITLE_POINT = """
+  // viewport coordinates of a node's title bar (to click it like a user)
+  const [type] = args;
+  const node = app.graph.nodes.find(n => n.type === type);
+  app.canvas.deselectAll();
+  const rect = app.canvas.canvas.getBoundingClientRect();
+  const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                         node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
+  const dpr = window.devicePixelRatio || 1;
+  return [rect.left + cx / dpr, rect.top + cy / dpr];
+"""
+
+JS_HELP = """
+  // press the selection toolbox's info button: the node library opens the selected node's help page
+  const until = async (fn, ms) => { const t0 = Date.now();
+    while (Date.now() - t0 < ms) { const v = fn(); if (v) return v; await new Promise(r => setTimeout(r, 100)); }
+    return null; };
+  const button = await until(() => document.querySelector('[data-testid="info-button"]'), 10000);
+  if (!button) return {error: 'no info button in the selection toolbox (selected: ' +
+    Object.keys(app.canvas.selected_nodes || {}).join(',') + ')'};
+  button.click();
+  const page = await until(() => {
+    const md = document.querySelector('.node-help-content .markdown-content');
+    if (md && md.innerText.trim()) return {markdown: md.innerText, html: md.innerHTML};
+    const fb = document.querySelector('.node-help-content .fallback-content');
+    if (fb) return {fallback: fb.innerText};
+    return null; }, 15000);
+  return page || {error: 'the help panel showed nothing within 15 s'};
+"""
+
+
+def test_help_panel_shows_the_pack_help_page(editor, comfy_server):
+    """The editor's node-help panel (selection toolbox > info) shows web/docs/<NodeId>.md of the pack.
+
+    How the frontend (1.27.10, nodeHelpService/nodeHelpUtil) finds it: for a node whose python_module is
+    ``custom_nodes.<folder>`` it fetches ``/extensions/<folder>/docs/<NodeId>/<locale>.md``, then
+    ``/extensions/<folder>/docs/<NodeId>.md``; relative links/images resolve against
+    ``/extensions/<folder>/docs/``; on failure it shows the node's description and input list instead."""
+    page_file = REPO / "web" / "docs" / f"{HELP_NODE}.md"
+    assert page_file.is_file(), f"no help page {page_file.relative_to(REPO)} (WEB_DIRECTORY = './web' serves it)"
+    info = comfy_server.object_info[HELP_NODE]
+    assert info["python_module"] == "custom_nodes.ComfyUI-StyleStudio", info["python_module"]
+    import requests
+    r = requests.get(f"{comfy_server.url}{PACK_URL}docs/{HELP_NODE}.md", timeout=30)
+    assert r.status_code == 200, f"{PACK_URL}docs/{HELP_NODE}.md: HTTP {r.status_code} (is WEB_DIRECTORY set?)"
+    assert r.text == page_file.read_text(encoding="utf-8")
+
+    workflow = json.loads((WF_DIR / "stylestudio_sdxl_ipadapter.json").read_text(encoding="utf-8"))
+    editor.load("help page", workflow)
+    x, y = editor.browser.run_async(JS_NODE_TITLE_POINT, HELP_NODE)
+    editor.browser.click_at(x, y)
+    page = editor.browser.run_async(JS_HELP)
+    editor.browser.screenshot(editor.artifacts / "help_panel.png")
+    assert "error" not in page, page.get("error")
+    assert "markdown" in page, f"the help panel fell back to the node description:\n{page.get('fallback')}"
+    heading = next(l.lstrip("#").strip() for l in page_file.read_text(encoding="utf-8").splitlines()
+                   if l.startswith("#"))
+    assert heading in page["markdown"], page["markdown"][:500]
+    # the only request that may fail is the frontend's first probe for a per-locale page
+    probe = f"{PACK_URL}docs/{HELP_NODE}/"
+    log = [e for e in editor.browser.collect_log() if not (e["source"] == "network" and probe in e["message"])]
+    errors = _pack_errors(log, phase_is_pack=True)
+    assert not errors, "\n".join(errors)
