@@ -3,22 +3,30 @@
 Pure Python, no ComfyUI import: the node definitions are passed in as ``{class_type: NodeDef}`` (built from the
 live ``nodes.NODE_CLASS_MAPPINGS`` by :mod:`stylestudio_cli.comfy_env`, or by hand in tests).
 
-What the conversion follows (the graph editor's own rules for queueing a prompt):
+What the conversion follows: the editor's own ``app.graphToPrompt()`` (ComfyUI frontend 1.27, read from its
+sources and checked against the live editor by tests/browser):
 
-* Widget values are assigned to the widget inputs in ``INPUT_TYPES`` order (required, then optional). Inputs
-  whose type is INT, FLOAT, STRING, BOOLEAN or a combo (a list, or "COMBO" with ``options``) are widgets;
-  ``forceInput`` ones may or may not have a value (editor versions differ). Extra editor-only values are
-  skipped: the "control after generate" value after seed-like INT/combo widgets (``control_after_generate``,
-  or an INT named ``seed``/``noise_seed``) and the upload button's value after upload combos (LoadImage's
-  ``"image"``). The assignment is checked against the value types, so a renamed, added, removed or reordered
-  widget input is reported instead of silently shifting values.
-* Links become ``[origin_id, origin_slot]``. A link from a **bypassed** node (mode 4) is passed through to that
-  node's input of the matching type (same slot index first, then the first exact type match, then the first
-  compatible one); from a **muted** node (mode 2) the input is dropped; **Reroute** nodes are followed;
-  **PrimitiveNode** values are written into the widget they drive; **Note**/**MarkdownNote** are dropped.
-* A widget input that has a link ("converted widget") takes the link, not the stored value.
+* Widgets: the editor creates one widget per widget input (INT, FLOAT, STRING, BOOLEAN, combo; not forceInput)
+  in the server's ``input_order``; seed-like INTs (``control_after_generate`` or named seed/noise_seed) get a
+  "control_after_generate" widget after them, combos with ``control_after_generate`` a control and a filter
+  widget; an upload combo (``image_upload`` ...) gets an ``upload`` input slot (IMAGEUPLOAD) and button at the
+  end. ``widgets_values`` holds one value per widget and the editor assigns them **by position** (after its
+  ``migrateWidgetsValues`` drops stored forceInput values when the count says so). The CLI does the same, and
+  reports what happened when the values do not fit: an error when a value lands in a widget of another kind
+  (a renamed, added, removed or reordered input: the editor shifts the values), a warning for missing (default
+  used) or extra (ignored) values. Editor-only widgets (control, filter, upload) are never sent.
+* Links become ``[origin_id, origin_slot]``. A **bypassed** node (mode 4) passes the link through to its input
+  of the matching type (same slot first, then the first exact type, then the first compatible one); a link from
+  a **muted** node (mode 2) removes the input, widget value included; **Reroute** nodes are followed;
+  **PrimitiveNode** values are written into the widget they drive; **Note**/**MarkdownNote** are dropped. A
+  widget input whose link resolves to nothing keeps its widget value.
+* **Subgraphs** (``definitions.subgraphs``, nested ones included) are flattened: a node inside subgraph node
+  ``5`` is sent as ``"5:<id>"`` (``"5:9:<id>"`` one level deeper); links through the subgraph's input node
+  (origin -10) continue at the subgraph node's input outside, or take the value of the widget the editor
+  promotes onto the subgraph node (its ``widgets_values``); outputs (target -20) continue at the inner node that
+  feeds them; bypass and mute inside work as above.
 * Array widget values are wrapped as ``{"__value__": [...]}`` (arrays mean links in the API format).
-* Group nodes (``workflow>...``) and subgraphs are reported as unsupported.
+* Group nodes (``workflow>...``, the editor's older grouping) are reported as unsupported.
 """
 from __future__ import annotations
 
@@ -41,6 +49,8 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "file_upload")
+#: the flags for which the editor's Comfy.UploadImage extension adds an ``upload`` button input
+MEDIA_UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -335,7 +345,7 @@ def _upload_input(node_def: NodeDef) -> str | None:
     with image_upload / video_upload / animated_image_upload)."""
     for name, spec in (node_def.inputs.get("required") or {}).items():
         kind, opts = _classify(spec)
-        if kind == "COMBO" and any(opts.get(k) is True for k in UPLOAD_FLAGS):
+        if kind == "COMBO" and any(opts.get(k) is True for k in MEDIA_UPLOAD_FLAGS):
             return name
     return None
 

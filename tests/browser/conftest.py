@@ -16,7 +16,6 @@ Nothing here imports ComfyUI or torch into the pytest process: the server is a s
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -30,15 +29,14 @@ from pathlib import Path
 
 import pytest
 
+from _browser_env import CHROMEDRIVER_CANDIDATES, CHROMIUM_CANDIDATES, SKIP_REASON  # noqa: F401
+from _browser_env import first_file as _first_file
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-FRONTEND_VERSION = "1.27.10"  # what ComfyUI v0.3.64's requirements.txt pins
 SERVER_TIMEOUT_S = 180        # server start (imports torch and every node pack) on a busy 2-core machine
 PAGE_TIMEOUT_S = 90           # the editor's page up to `app.graph` being ready
 SCRIPT_TIMEOUT_S = 60         # any one script run in the page
-
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 
 # model files the shipped workflows name (empty files: the editor only needs the names in its combo lists)
 MODEL_FILES = {
@@ -50,45 +48,6 @@ MODEL_FILES = {
 }
 INPUT_IMAGES = ["stylestudio_style.png", "stylestudio_style_a.png", "stylestudio_style_b.png",
                 "stylestudio_style_c.png"]
-
-
-def _first_file(candidates, env_name):
-    if os.environ.get(env_name):
-        return os.environ[env_name] if os.path.isfile(os.environ[env_name]) else None
-    return next((c for c in candidates if os.path.isfile(c)), None)
-
-
-def _missing() -> str | None:
-    """Why this tier cannot run here (one line), or None."""
-    missing = []
-    comfy = os.environ.get("COMFYUI_PATH")
-    if not comfy or not os.path.isfile(os.path.join(comfy, "main.py")):
-        missing.append("COMFYUI_PATH (a ComfyUI checkout with main.py)")
-    if not os.environ.get("IPADAPTER_PLUS_PATH") or not os.path.isdir(os.environ["IPADAPTER_PLUS_PATH"]):
-        missing.append("IPADAPTER_PLUS_PATH (ComfyUI_IPAdapter_plus)")
-    if importlib.util.find_spec("comfyui_frontend_package") is None:
-        missing.append(f"the pip package comfyui-frontend-package=={FRONTEND_VERSION} in {sys.executable}")
-    if importlib.util.find_spec("requests") is None:
-        missing.append(f"the pip package requests in {sys.executable}")
-    if _first_file(CHROMIUM_CANDIDATES, "STYLESTUDIO_CHROMIUM") is None:
-        missing.append("Chromium (apt-get install chromium)")
-    if _first_file(CHROMEDRIVER_CANDIDATES, "STYLESTUDIO_CHROMEDRIVER") is None:
-        missing.append("chromedriver (apt-get install chromium-driver)")
-    if not missing:
-        return None
-    return "browser tier skipped: missing " + "; ".join(missing)
-
-
-SKIP_REASON = _missing()
-
-
-def pytest_collection_modifyitems(config, items):
-    if SKIP_REASON is None:
-        return
-    marker = pytest.mark.skip(reason=SKIP_REASON)
-    for item in items:
-        if str(HERE) in str(item.fspath):
-            item.add_marker(marker)
 
 
 def pytest_report_header(config):

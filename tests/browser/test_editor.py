@@ -23,6 +23,10 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from _browser_env import FRONTEND_VERSION, SKIP_REASON
+
+if SKIP_REASON:  # one line for the whole tier
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
 WF_DIR = REPO / "workflows"
@@ -270,6 +274,8 @@ def test_editor_start_up_has_no_pack_errors(editor):
     startup = [e for e in editor.browser.page_errors if e["phase"] == "start-up"]
     assert not _pack_errors(startup, phase_is_pack=False), "\n".join(_pack_errors(startup, False))
     assert "StyleStudioCrossModalAdaIN" in editor.server.object_info
+    import importlib.metadata
+    assert importlib.metadata.version("comfyui-frontend-package") == FRONTEND_VERSION
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=WF_IDS)
