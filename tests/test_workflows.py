@@ -521,6 +521,20 @@ def test_muted_node_drops_the_input_and_says_why(defs):
     assert "muted" in conv.dropped[(str(te), "model")]
 
 
+def test_widget_input_linked_from_a_muted_node_is_removed(defs):
+    """graphToPrompt resolves the link to the muted node, then deletes every input linked to a node it does not
+    send: the widget's own value is gone too (ComfyUI then reports the missing input)."""
+    d = dict(defs)
+    d["IntSource"] = NodeDef(inputs={"required": {}}, outputs=("INT",))
+    g = G(d)
+    src = g.add("IntSource", [], mode=convert.MODE_MUTED)
+    ks = g.add("KSampler", [7, "fixed", 20, 5.0, "euler", "normal", 1.0])
+    g.link(src, 0, ks, "seed")
+    conv = ui_to_api(g.wf(), d)
+    assert "seed" not in conv.prompt[str(ks)]["inputs"] and conv.prompt[str(ks)]["inputs"]["steps"] == 20
+    assert "muted" in conv.dropped[(str(ks), "seed")]
+
+
 def test_reroute_and_notes(defs):
     g = G(defs)
     ck = g.add("CheckpointLoaderSimple", ["sd_xl_base_1.0.safetensors"])
