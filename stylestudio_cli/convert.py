@@ -24,7 +24,8 @@ sources and checked against the live editor by tests/browser):
   ``5`` is sent as ``"5:<id>"`` (``"5:9:<id>"`` one level deeper); links through the subgraph's input node
   (origin -10) continue at the subgraph node's input outside, or take the value of the widget the editor
   promotes onto the subgraph node (its ``widgets_values``); outputs (target -20) continue at the inner node that
-  feeds them; bypass and mute inside work as above.
+  feeds them; bypass and mute inside work as above. Muting or bypassing the subgraph node itself does not stop
+  the nodes inside from being sent (the editor's behaviour, reproduced and reported as a warning).
 * Array widget values are wrapped as ``{"__value__": [...]}`` (arrays mean links in the API format).
 * Group nodes (``workflow>...``, the editor's older grouping) are reported as unsupported.
 """
@@ -711,6 +712,14 @@ def ui_to_api(workflow: dict, defs: Mapping[str, NodeDef], *,
                     problems.append(Problem("error", "unsupported", "subgraph contains itself", eid,
                                             conv.labels[eid]))
                     continue
+                if node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+                    what = "muted" if node.get("mode") == MODE_MUTED else "bypassed"
+                    problems.append(Problem(
+                        "warning", "subgraph_mode",
+                        f"this subgraph node is {what}, but the editor (frontend 1.27) still sends the nodes inside "
+                        "it" + (" and its outputs still come from them" if what == "muted" else
+                                " (its outputs pass its inputs through)") + "; so does this conversion. Set the mode "
+                        "on the nodes inside the subgraph instead", eid, conv.labels[eid]))
                 expand(resolver.inner_scope(scope, node), depth + 1)
                 continue
             flat.append((eid, node, scope))
@@ -720,7 +729,7 @@ def ui_to_api(workflow: dict, defs: Mapping[str, NodeDef], *,
     # PrimitiveNode values go into the widgets they drive (what the editor's applyToGraph does)
     primitive_values: dict[tuple[str, str], Any] = {}
     for eid, node, scope in flat:
-        if node.get("type") != "PrimitiveNode" or node.get("mode", 0) == MODE_MUTED:
+        if node.get("type") != "PrimitiveNode":  # muted ones too: the editor's applyToGraph ignores the mode
             continue
         wv = node.get("widgets_values")
         if not (isinstance(wv, list) and wv):

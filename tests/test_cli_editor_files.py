@@ -203,3 +203,30 @@ def test_editor_layout_of_widgets(defs):
                                  "denoise"]
     sent = lambda t: [w.name for w in convert.editor_widgets(defs[t]) if w.in_prompt]  # noqa: E731
     assert sent("LoadImage") == ["image"] and "control_after_generate" not in sent("KSampler")
+
+
+@pytest.mark.parametrize("case,mode", [("sdxl_subgraph_node_bypassed", "bypassed"),
+                                       ("sdxl_subgraph_node_muted", "muted")])
+def test_mode_of_the_subgraph_node_itself(case, mode, defs):
+    """The editor (1.27.10) still sends the nodes inside a muted or bypassed subgraph node (its graphToPrompt
+    is in the fixture); a muted one even keeps feeding the KSampler. The CLI reproduces it and warns."""
+    conv = convert.ui_to_api(load(f"{case}.json"), defs)
+    inner = sorted(k for k in conv.prompt if ":" in k)
+    assert [conv.prompt[k]["class_type"] for k in inner] == ["StyleStudioCrossModalAdaIN",
+                                                            "StyleStudioTeacherLayout"]
+    ks = next(v for v in conv.prompt.values() if v["class_type"] == "KSampler")
+    ipa = next(k for k, v in conv.prompt.items() if v["class_type"] == "IPAdapterAdvanced")
+    assert ks["inputs"]["model"] == ([ipa, 0] if mode == "bypassed" else [inner[1], 0])
+    (w,) = [p for p in conv.problems if p.kind == "subgraph_mode"]
+    assert w.severity == "warning" and mode in w.message
+
+
+def test_muted_primitive_node_still_drives_its_widgets(defs):
+    data = load("sweep_primitive_muted.json")
+    prim = next(n for n in data["nodes"] if n["type"] == "PrimitiveNode")
+    assert prim["mode"] == 2 and prim["widgets_values"][0] == 1234
+    for n in data["nodes"]:  # the editor saved the driven value into the seeds too; make them differ
+        if n["type"] == "KSampler":
+            n["widgets_values"][0] = 7
+    conv = convert.ui_to_api(data, defs)
+    assert [v["inputs"]["seed"] for v in conv.prompt.values() if v["class_type"] == "KSampler"] == [1234] * 3

@@ -408,6 +408,24 @@ SUBGRAPH_CASES = {
         _to_subgraph([], lambda c: _sweep_branch(c["wf"]), "outer"),
         _mode(["outer"], lambda c: _sweep_branch(c["wf"], "StyleStudioTeacherLayout")[0], 2),
     ]),
+    # the whole subgraph node bypassed / muted (what happens to the nodes inside is the editor's rule)
+    "sdxl_subgraph_node_bypassed": ("stylestudio_sdxl_ipadapter", [
+        _name("sdxl_subgraph_node_bypassed"),
+        _to_subgraph([], lambda c: _ids(c["wf"], "StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout"),
+                     "outer"),
+        _mode([], lambda c: c["outer"], 4),
+    ]),
+    "sdxl_subgraph_node_muted": ("stylestudio_sdxl_ipadapter", [
+        _name("sdxl_subgraph_node_muted"),
+        _to_subgraph([], lambda c: _ids(c["wf"], "StyleStudioCrossModalAdaIN", "StyleStudioTeacherLayout"),
+                     "outer"),
+        _mode([], lambda c: c["outer"], 2),
+    ]),
+    # a muted PrimitiveNode still writes its value into the seeds it drives (applyToGraph ignores the mode)
+    "sweep_primitive_muted": ("stylestudio_layout_sweep", [
+        _name("sweep_primitive_muted"),
+        _mode([], lambda c: _ids(c["wf"], "PrimitiveNode")[0], 2),
+    ], lambda wf: _widgets(wf, "PrimitiveNode").__setitem__(0, 1234)),  # differs from the seeds' own 42
     # the shipped SDXL workflow, saved by the editor unchanged (LoadImage's upload widget, KSampler's control)
     "sdxl_saved_unchanged": ("stylestudio_sdxl_ipadapter", [_name("sdxl_saved_unchanged")]),
     "sd15_saved_unchanged": ("stylestudio_sd15", [_name("sd15_saved_unchanged")]),
@@ -457,8 +475,8 @@ def _sweep_branch(workflow, only: str | None = None):
 @pytest.fixture(scope="module")
 def subgraph_states(editor):
     out = {}
-    for key, (source, steps) in SUBGRAPH_CASES.items():
-        out[key] = _build(editor, source, steps)
+    for key, (source, steps, *mutate) in SUBGRAPH_CASES.items():
+        out[key] = _build(editor, source, steps, *mutate)
     for key, (source, mutate) in MALFORMED_CASES.items():
         out[key] = _build(editor, source, [_name(key)], mutate)
     if os.environ.get("STYLESTUDIO_WRITE_FIXTURES"):
@@ -503,7 +521,7 @@ def test_editor_made_graphs_convert_like_graph_to_prompt(key, subgraph_states, e
     errors = _pack_errors(state["log"], phase_is_pack=True) + [f"window error: {e}" for e in state["errors"]]
     assert not errors, "\n".join(errors)
     saved = state["saved"]
-    if "subgraph" in key:
+    if "subgraph" in key and "subgraph_node" not in key:
         subs = (saved.get("definitions") or {}).get("subgraphs") or []
         assert subs, "the editor did not save a subgraph definition"
         assert any(":" in k for k in state["output"]), "graphToPrompt did not flatten the subgraph"
