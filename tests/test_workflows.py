@@ -933,3 +933,33 @@ def test_run_executes_a_shipped_workflow_end_to_end(name, arch, host, comfy_env,
     prompt = json.loads(meta["prompt"])
     assert {v["class_type"] for v in prompt.values()} >= {"IPAdapterAdvanced", "StyleStudioCrossModalAdaIN",
                                                           "StyleStudioTeacherLayout", "KSampler", "SaveImage"}
+
+
+# --- files the real editor saved (tests/fixtures/editor_saved, made by the browser tier) ---------------------------
+EDITOR_SAVED = REPO / "tests" / "fixtures" / "editor_saved"
+EDITOR_VALID = ["sdxl_saved_unchanged", "sd15_saved_unchanged", "sdxl_nested_subgraph_bypass",
+                "sdxl_subgraph_node_bypassed", "sdxl_subgraph_node_muted", "sweep_primitive_muted"]
+
+
+@needs_ipadapter
+@pytest.mark.parametrize("name", EDITOR_VALID)
+def test_editor_saved_files_validate_against_real_comfyui(name, comfy_env, model_files):
+    """What `validate`/`run` refused before: every editor-saved file (upload buttons, control widgets, subgraphs
+    with `outer:inner` ids) passes the CLI's checks and ComfyUI's own validate_prompt, with exactly the prompt
+    the editor's graphToPrompt made."""
+    report = runner.validate(comfy_env, load(EDITOR_SAVED / f"{name}.json"))
+    assert report.ok and not report.errors, "\n" + report.format()
+    editor = load(EDITOR_SAVED / f"{name}.prompt.json")
+    assert set(report.prompt) == set(editor)
+    for nid, node in editor.items():
+        assert report.prompt[nid]["class_type"] == node["class_type"]
+        assert report.prompt[nid]["inputs"] == node["inputs"], nid
+
+
+@needs_ipadapter
+def test_editor_saved_subgraph_with_a_muted_node_is_refused_with_the_reason(comfy_env, model_files):
+    report = runner.validate(comfy_env, load(EDITOR_SAVED / "sweep_branch_subgraph_muted.json"))
+    assert not report.ok
+    ks = next(k for k, v in report.prompt.items() if v["class_type"] == "KSampler" and ":" in k)
+    assert any(p.node_id == ks and p.input == "model" and "muted" in p.message for p in report.errors), \
+        report.format()
