@@ -3,22 +3,31 @@
 Pure Python, no ComfyUI import: the node definitions are passed in as ``{class_type: NodeDef}`` (built from the
 live ``nodes.NODE_CLASS_MAPPINGS`` by :mod:`stylestudio_cli.comfy_env`, or by hand in tests).
 
-What the conversion follows (the graph editor's own rules for queueing a prompt):
+What the conversion follows: the editor's own ``app.graphToPrompt()`` (ComfyUI frontend 1.27, read from its
+sources and checked against the live editor by tests/browser):
 
-* Widget values are assigned to the widget inputs in ``INPUT_TYPES`` order (required, then optional). Inputs
-  whose type is INT, FLOAT, STRING, BOOLEAN or a combo (a list, or "COMBO" with ``options``) are widgets;
-  ``forceInput`` ones may or may not have a value (editor versions differ). Extra editor-only values are
-  skipped: the "control after generate" value after seed-like INT/combo widgets (``control_after_generate``,
-  or an INT named ``seed``/``noise_seed``) and the upload button's value after upload combos (LoadImage's
-  ``"image"``). The assignment is checked against the value types, so a renamed, added, removed or reordered
-  widget input is reported instead of silently shifting values.
-* Links become ``[origin_id, origin_slot]``. A link from a **bypassed** node (mode 4) is passed through to that
-  node's input of the matching type (same slot index first, then the first exact type match, then the first
-  compatible one); from a **muted** node (mode 2) the input is dropped; **Reroute** nodes are followed;
-  **PrimitiveNode** values are written into the widget they drive; **Note**/**MarkdownNote** are dropped.
-* A widget input that has a link ("converted widget") takes the link, not the stored value.
+* Widgets: the editor creates one widget per widget input (INT, FLOAT, STRING, BOOLEAN, combo; not forceInput)
+  in the server's ``input_order``; seed-like INTs (``control_after_generate`` or named seed/noise_seed) get a
+  "control_after_generate" widget after them, combos with ``control_after_generate`` a control and a filter
+  widget; an upload combo (``image_upload`` ...) gets an ``upload`` input slot (IMAGEUPLOAD) and button at the
+  end. ``widgets_values`` holds one value per widget and the editor assigns them **by position** (after its
+  ``migrateWidgetsValues`` drops stored forceInput values when the count says so). The CLI does the same, and
+  reports what happened when the values do not fit: an error when a value lands in a widget of another kind
+  (a renamed, added, removed or reordered input: the editor shifts the values), a warning for missing (default
+  used) or extra (ignored) values. Editor-only widgets (control, filter, upload) are never sent.
+* Links become ``[origin_id, origin_slot]``. A **bypassed** node (mode 4) passes the link through to its input
+  of the matching type (same slot first, then the first exact type, then the first compatible one); a link from
+  a **muted** node (mode 2) removes the input, widget value included; **Reroute** nodes are followed;
+  **PrimitiveNode** values are written into the widget they drive; **Note**/**MarkdownNote** are dropped. A
+  widget input whose link resolves to nothing keeps its widget value.
+* **Subgraphs** (``definitions.subgraphs``, nested ones included) are flattened: a node inside subgraph node
+  ``5`` is sent as ``"5:<id>"`` (``"5:9:<id>"`` one level deeper); links through the subgraph's input node
+  (origin -10) continue at the subgraph node's input outside, or take the value of the widget the editor
+  promotes onto the subgraph node (its ``widgets_values``); outputs (target -20) continue at the inner node that
+  feeds them; bypass and mute inside work as above. Muting or bypassing the subgraph node itself does not stop
+  the nodes inside from being sent (the editor's behaviour, reproduced and reported as a warning).
 * Array widget values are wrapped as ``{"__value__": [...]}`` (arrays mean links in the API format).
-* Group nodes (``workflow>...``) and subgraphs are reported as unsupported.
+* Group nodes (``workflow>...``, the editor's older grouping) are reported as unsupported.
 """
 from __future__ import annotations
 
@@ -41,6 +50,8 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "file_upload")
+#: the flags for which the editor's Comfy.UploadImage extension adds an ``upload`` button input
+MEDIA_UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -53,6 +64,9 @@ class NodeDef:
     outputs: tuple = ()
     output_node: bool = False
     display_name: str | None = None
+    #: ``{"required": [names], "optional": [names]}`` as the server's /object_info gives it (the editor lays
+    #: widgets out in this order when present)
+    input_order: Mapping[str, Any] | None = None
 
     def input_spec(self, name: str):
         for cat in ("required", "optional"):
@@ -274,15 +288,6 @@ def check_links(workflow: dict) -> list[Problem]:
 # ----------------------------------------------------------------------------------------------------------
 # widgets
 # ----------------------------------------------------------------------------------------------------------
-@dataclass
-class _Token:
-    name: str
-    kind: str            # INT FLOAT STRING BOOLEAN COMBO | CONTROL | UPLOAD
-    opts: dict
-    optional: bool       # may be absent from widgets_values
-    main: bool           # a real input (not an editor-only extra value)
-
-
 def _classify(spec) -> tuple[str | None, dict]:
     if not isinstance(spec, (list, tuple)) or not spec:
         return None, {}
@@ -297,26 +302,86 @@ def _classify(spec) -> tuple[str | None, dict]:
     return None, dict(opts)
 
 
-def widget_inputs(node_def: NodeDef) -> list[tuple[str, str, dict]]:
-    """``[(name, kind, options)]`` of the inputs the graph editor shows as widgets, in widget order."""
-    out = []
+def _ordered_inputs(node_def: NodeDef) -> list[tuple[str, Any, str]]:
+    """``[(name, spec, category)]`` in the order the editor creates sockets and widgets: the server's
+    ``input_order`` (required, then optional) when known, else ``INPUT_TYPES`` order; anything else after."""
+    out, seen = [], set()
+    order = node_def.input_order or {}
+    for cat in ("required", "optional"):
+        section = node_def.inputs.get(cat) or {}
+        for name in order.get(cat) or []:
+            if name in section and name not in seen:
+                out.append((name, section[name], cat))
+                seen.add(name)
     for cat in ("required", "optional"):
         for name, spec in (node_def.inputs.get(cat) or {}).items():
-            kind, opts = _classify(spec)
-            if kind is not None:
-                out.append((name, kind, opts))
+            if name not in seen:
+                out.append((name, spec, cat))
+                seen.add(name)
     return out
 
 
-def _tokens(node_def: NodeDef) -> list[_Token]:
-    toks = []
+def widget_inputs(node_def: NodeDef) -> list[tuple[str, str, dict]]:
+    """``[(name, kind, options)]`` of the inputs the graph editor shows as widgets, in widget order."""
+    out = []
+    for name, spec, _cat in _ordered_inputs(node_def):
+        kind, opts = _classify(spec)
+        if kind is not None and not opts.get("forceInput"):
+            out.append((name, kind, opts))
+    return out
+
+
+@dataclass
+class EditorWidget:
+    """One widget as the editor (ComfyUI frontend 1.27) creates it on a node of this definition."""
+    name: str
+    kind: str            # INT FLOAT STRING BOOLEAN COMBO | CONTROL (seed control) | FILTER | UPLOAD (button)
+    opts: dict
+    in_prompt: bool      # graphToPrompt sends it (False: widget.options.serialize === false)
+    for_input: str       # the input it belongs to
+
+
+def _upload_input(node_def: NodeDef) -> str | None:
+    """The combo the editor's Comfy.UploadImage extension gives an ``upload`` button (the first required combo
+    with image_upload / video_upload / animated_image_upload)."""
+    for name, spec in (node_def.inputs.get("required") or {}).items():
+        kind, opts = _classify(spec)
+        if kind == "COMBO" and any(opts.get(k) is True for k in MEDIA_UPLOAD_FLAGS):
+            return name
+    return None
+
+
+def editor_widgets(node_def: NodeDef) -> list[EditorWidget]:
+    """The widgets the editor puts on a node, in order; ``widgets_values`` holds one value per widget.
+
+    From the frontend's sources (litegraphService ``#addInputs``, ``useIntWidget``/``useComboWidget``,
+    ``addValueControlWidgets``, the Comfy.UploadImage extension): one widget per widget input (forceInput ones
+    have none); an INT with ``control_after_generate`` or named seed/noise_seed is followed by its
+    "control_after_generate" combo, a combo with ``control_after_generate`` by the control combo and a filter
+    text (neither is sent); an upload combo gets an ``upload`` input (type IMAGEUPLOAD) added after all other
+    inputs, whose button widget holds the value "image" and is not sent either."""
+    out = []
     for name, kind, opts in widget_inputs(node_def):
-        toks.append(_Token(name, kind, opts, optional=bool(opts.get("forceInput")), main=True))
-        if (kind in ("INT", "COMBO") and opts.get("control_after_generate")) or (kind == "INT" and name in SEED_NAMES):
-            toks.append(_Token(name, "CONTROL", {}, optional=True, main=False))
-        if kind == "COMBO" and any(opts.get(k) for k in UPLOAD_FLAGS):
-            toks.append(_Token(name, "UPLOAD", {}, optional=True, main=False))
-    return toks
+        out.append(EditorWidget(name, kind, opts, True, name))
+        if kind == "INT" and (opts.get("control_after_generate") or name in SEED_NAMES):
+            out.append(EditorWidget(_control_name(opts), "CONTROL", {}, False, name))
+        elif kind == "COMBO" and opts.get("control_after_generate"):
+            out.append(EditorWidget(_control_name(opts), "CONTROL", {}, False, name))
+            out.append(EditorWidget("control_filter_list", "FILTER", {}, False, name))
+    upload = _upload_input(node_def)
+    if upload is not None:
+        out.append(EditorWidget("upload", "UPLOAD", {}, False, "upload"))
+    return out
+
+
+def _control_name(opts: dict) -> str:
+    name = opts.get("control_after_generate")
+    return name if isinstance(name, str) else "control_after_generate"
+
+
+def _editor_extra_inputs(node_def: NodeDef) -> set[str]:
+    """Input slots the editor adds to a node that are not inputs of the node class (never sent)."""
+    return {"upload"} if _upload_input(node_def) is not None else set()
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -332,46 +397,10 @@ def _fits(kind: str, value: Any) -> bool:
     if kind == "COMBO":
         return value is None or isinstance(value, (str, int, float, bool, list))
     if kind == "CONTROL":
-        return value in CONTROL_VALUES
-    if kind == "UPLOAD":
+        return value in CONTROL_VALUES or value == "increment-wrap"
+    if kind in ("UPLOAD", "FILTER"):
         return value is None or isinstance(value, str)
     return False
-
-
-def _align(tokens: list[_Token], values: list, allow_trailing: bool, allow_missing: bool):
-    """Assign values to tokens in order. Optional tokens may be skipped; required ones must take a value that
-    fits. Returns ``(assignment {token index: value}, leftover values, missing token indices)`` or None."""
-    n_t, n_v = len(tokens), len(values)
-    seen = set()
-
-    def go(ti, vi):
-        if (ti, vi) in seen:
-            return None
-        if ti == n_t:
-            if vi == n_v or allow_trailing:
-                return {}, n_v - vi, []
-            seen.add((ti, vi))
-            return None
-        tok = tokens[ti]
-        if vi == n_v:  # values exhausted
-            rest = [i for i in range(ti, n_t) if not tokens[i].optional]
-            if not rest or allow_missing:
-                return {}, 0, rest
-            seen.add((ti, vi))
-            return None
-        if _fits(tok.kind, values[vi]):
-            r = go(ti + 1, vi + 1)
-            if r is not None:
-                a, left, miss = r
-                return {ti: values[vi], **a}, left, miss
-        if tok.optional:
-            r = go(ti + 1, vi)
-            if r is not None:
-                return r
-        seen.add((ti, vi))
-        return None
-
-    return go(0, 0)
 
 
 def _default_for(kind: str, opts: dict):
@@ -379,125 +408,265 @@ def _default_for(kind: str, opts: dict):
         return opts["default"]
     if kind == "COMBO":
         return (opts.get("options") or [None])[0]
-    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind)
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False, "CONTROL": "randomize",
+            "UPLOAD": "image", "FILTER": ""}.get(kind)
 
 
-def _assign_widgets(node: dict, node_def: NodeDef, label: str, nid: str, problems: list) -> dict:
-    """{input name: value} from the node's widgets_values."""
+def _migrated_values(node_def: NodeDef, values: list) -> list:
+    """The frontend's ``migrateWidgetsValues``: files from editors that stored a value for forceInput inputs
+    too lose those values when the count matches that layout exactly."""
+    counted = []
+    for name, spec, _cat in _ordered_inputs(node_def):
+        kind, opts = _classify(spec)
+        if kind is None:
+            continue
+        counted.append((name, opts, 2 if (opts.get("control_after_generate") or name in SEED_NAMES) else 1))
+    if not any(opts.get("forceInput") for _n, opts, _c in counted):
+        return values
+    upload = 1 if _upload_input(node_def) is not None else 0
+    if sum(c for _n, _o, c in counted) + upload != len(values):
+        return values
+    out, i = [], 0
+    for _name, opts, c in counted:
+        if not opts.get("forceInput"):
+            out.extend(values[i:i + c])
+        i += c
+    return out + values[i:]
+
+
+def editor_widget_values(node: dict, node_def: NodeDef, label: str, nid: str, problems: list) -> dict:
+    """``{widget name: value}`` as the editor holds them after loading the node (what graphToPrompt sends
+    for the widgets that are sent). The editor assigns ``widgets_values`` to its widgets strictly by position;
+    when the count or a value's kind does not fit the layout, the result is reported, not re-aligned."""
     values = node.get("widgets_values")
+    widgets = editor_widgets(node_def)
     if values is None:
         values = []
     if isinstance(values, dict):  # some packs save {name: value}
-        names = {name for name, _k, _o in widget_inputs(node_def)}
+        names = {w.name for w in widgets if w.in_prompt}
         return {k: v for k, v in values.items() if k in names}
-    values = list(values)
-    tokens = _tokens(node_def)
+    values = _migrated_values(node_def, list(values))
     ctype = node.get("type")
-
-    result = _align(tokens, values, allow_trailing=False, allow_missing=False)
-    note = None
-    if result is None:
-        result = _align(tokens, values, allow_trailing=True, allow_missing=False)
-        if result is not None:
-            note = ("warning", f"{result[1]} widget value(s) at the end of widgets_values match no input of "
-                    f"{ctype} and are ignored: {values[len(values) - result[1]:]!r}")
-    if result is None:
-        result = _align(tokens, values, allow_trailing=False, allow_missing=True)
-        if result is not None:
-            missing = [tokens[i].name for i in result[2]]
-            note = ("warning", f"widgets_values has no value for {', '.join(missing)} (an input added to {ctype} "
-                    "after the workflow was saved?); the default is used")
-    if result is None:
-        # positional fallback, as the editor itself would load it; every misfit is an error
-        mains = [t for t in tokens if t.main and not t.optional]
-        out, bad, vi = {}, [], 0
-        for tok in mains:
-            if vi < len(values):
-                out[tok.name] = values[vi]
-                if not _fits(tok.kind, values[vi]):
-                    bad.append(f"{tok.name} ({tok.kind}) <- {values[vi]!r}")
-                vi += 1
-                if vi < len(values) and any(t.name == tok.name and t.kind == "CONTROL" for t in tokens) \
-                        and values[vi] in CONTROL_VALUES:
-                    vi += 1
-        expected = [f"{t.name}:{t.kind}" for t in mains]
+    out: dict[str, Any] = {}
+    misfits = []
+    for i, w in enumerate(widgets):
+        if i < len(values):
+            v = values[i]
+            if not _fits(w.kind, v):
+                misfits.append(f"{w.name} ({w.kind}) <- {v!r}")
+        else:
+            v = _default_for(w.kind, w.opts)
+        if w.in_prompt:
+            out[w.name] = v
+    layout = [f"{w.name}:{w.kind}" for w in widgets]
+    n_w, n_v = len(widgets), len(values)
+    if misfits:
+        shift = "" if n_w == n_v else f" ({n_v} values for {n_w} widgets)"
         problems.append(Problem("error", "widget_values",
-                                f"widgets_values {values!r} do not match the widget inputs of {ctype} "
-                                f"{expected} (was an input renamed, added, removed or reordered?)"
-                                + (f"; mismatched: {'; '.join(bad)}" if bad else ""), nid, label))
-        return out
-    assignment, _left, missing = result
-    if note:
-        problems.append(Problem(note[0], "widget_values", note[1], nid, label))
-    out = {}
-    for ti, value in assignment.items():
-        tok = tokens[ti]
-        if tok.main:
-            out[tok.name] = value
-    for ti in missing:
-        tok = tokens[ti]
-        out[tok.name] = _default_for(tok.kind, tok.opts)
+                                f"widgets_values {values!r} do not fit the widgets of {ctype} {layout}{shift}: the "
+                                f"editor assigns them by position, which gives {'; '.join(misfits)} (was an input "
+                                "renamed, added, removed or reordered? re-enter these values in the editor)",
+                                nid, label))
+    elif n_v > n_w:
+        problems.append(Problem("warning", "widget_values",
+                                f"{n_v - n_w} widget value(s) at the end of widgets_values match no widget of "
+                                f"{ctype} and are ignored (as the editor ignores them): {values[n_w:]!r}", nid, label))
+    elif n_v < n_w:
+        missing = [w for w in widgets[n_v:]]
+        sent = [f"{w.name} = {_default_for(w.kind, w.opts)!r}" for w in missing if w.in_prompt]
+        problems.append(Problem("warning", "widget_values",
+                                f"widgets_values has no value for {', '.join(w.name for w in missing)} (an input "
+                                f"added to {ctype} after the workflow was saved?); the editor uses the default"
+                                + (f": {', '.join(sent)}" if sent else ""), nid, label))
     return out
 
 
 # ----------------------------------------------------------------------------------------------------------
-# conversion
+# conversion (the editor's graphToPrompt: ExecutableNodeDTO.resolveInput / resolveOutput, subgraphs flattened)
 # ----------------------------------------------------------------------------------------------------------
-class _Resolver:
-    def __init__(self, nodes: dict, links: dict, defs: Mapping[str, NodeDef]):
-        self.nodes, self.links, self.defs = nodes, links, defs
+SUBGRAPH_INPUT_ID = -10   # the subgraph's input node in its links (origin_id)
+SUBGRAPH_OUTPUT_ID = -20  # the subgraph's output node in its links (target_id)
 
-    def resolve_input(self, node: dict, slot: int, target_type, visited: set):
-        """('link', [id, slot]) | ('value', v) | ('none', reason)"""
+
+class _Scope:
+    """One graph level: the root workflow, or one subgraph instance (definition + where it sits)."""
+
+    def __init__(self, graph: dict, path: tuple, instance: tuple | None = None):
+        self.graph = graph
+        self.path = path                  # ids of the subgraph nodes from the root down to this level
+        self.instance = instance          # (subgraph node dict, parent _Scope) or None at the root
+        self.nodes: dict[str, dict] = {}
+        for node in graph.get("nodes") or []:
+            self.nodes.setdefault(str(node.get("id")), node)
+        self.links, _ = _links_table(graph)
+
+    def exec_id(self, nid) -> str:
+        return ":".join([*map(str, self.path), str(nid)])
+
+
+def _collect_subgraphs(workflow: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+
+    def walk(defs_holder, depth=0):
+        if depth > 32:
+            return
+        for sg in ((defs_holder.get("definitions") or {}).get("subgraphs") or []):
+            if isinstance(sg, dict) and sg.get("id") is not None and str(sg["id"]) not in out:
+                out[str(sg["id"])] = sg
+                walk(sg, depth + 1)
+    walk(workflow)
+    return out
+
+
+class _Resolver:
+    def __init__(self, defs: Mapping[str, NodeDef], subgraphs: Mapping[str, dict]):
+        self.defs, self.subgraphs = defs, subgraphs
+
+    def is_subgraph(self, node: dict) -> bool:
+        return str(node.get("type")) in self.subgraphs
+
+    def inner_scope(self, scope: _Scope, node: dict) -> _Scope:
+        return _Scope(self.subgraphs[str(node.get("type"))], scope.path + (str(node.get("id")),), (node, scope))
+
+    def resolve_input(self, scope: _Scope, node: dict, slot: int, target_type, visited: set):
+        """('link', [exec id, slot]) | ('value', v) | ('none', reason) | ('drop', reason)
+
+        'none' = nothing resolved (a widget input keeps its widget value); 'drop' = the editor resolves to a node
+        it does not send (muted), so the input is removed from the prompt altogether."""
+        key = ("I", scope.path, str(node.get("id")), slot)
+        if key in visited:
+            return "none", f"circular reference at {_node_label(node)}"
+        visited.add(key)
         inputs = node.get("inputs") or []
         if not 0 <= slot < len(inputs):
             return "none", f"{_node_label(node)} has no input slot {slot}"
         lid = inputs[slot].get("link")
         if lid is None:
             return "none", f"nothing is connected to input '{inputs[slot].get('name')}' of {_node_label(node)}"
-        entry = self.links.get(lid)
+        entry = scope.links.get(lid)
         if entry is None:
             return "none", f"link {lid} is missing from the links table"
-        return self.resolve_output(entry[0], entry[1], target_type if target_type not in (None, "*") else
-                                   inputs[slot].get("type"), visited)
+        want = target_type if target_type not in (None, "") else inputs[slot].get("type")
+        if scope.instance is not None and entry[0] == str(SUBGRAPH_INPUT_ID):
+            sg_node, parent = scope.instance
+            sg_inputs = sg_node.get("inputs") or []
+            if not 0 <= entry[1] < len(sg_inputs):
+                return "none", f"subgraph {_node_label(sg_node)} has no input slot {entry[1]}"
+            if sg_inputs[entry[1]].get("link") is None:
+                found, value = self.promoted_value(scope, sg_node, entry[1])
+                if found:
+                    return "value", value
+                return "none", f"nothing is connected to input '{sg_inputs[entry[1]].get('name')}' of subgraph " \
+                               f"{_node_label(sg_node)}"
+            return self.resolve_input(parent, sg_node, entry[1], None, visited)
+        origin = scope.nodes.get(entry[0])
+        if origin is None:
+            return "none", f"node {entry[0]} does not exist"
+        return self.resolve_output(scope, origin, entry[1], want, visited)
 
-    def resolve_output(self, nid: str, slot: int, target_type, visited: set):
-        key = (nid, slot)
+    def resolve_output(self, scope: _Scope, node: dict, slot: int, target_type, visited: set):
+        key = ("O", scope.path, str(node.get("id")), slot)
         if key in visited:
-            return "none", f"circular pass-through at node {nid}"
+            return "none", f"circular pass-through at {_node_label(node)}"
         visited.add(key)
-        node = self.nodes.get(nid)
-        if node is None:
-            return "none", f"node {nid} does not exist"
         ntype = node.get("type")
         mode = node.get("mode", 0)
-        outputs = node.get("outputs") or []
         if mode == MODE_BYPASS:
             idx = self._bypass_slot(node, slot, target_type)
             if idx < 0:
-                return "none", (f"bypassed {_node_label(node)} has no input of type {target_type} to pass "
-                                "through")
-            return self.resolve_input(node, idx, target_type, visited)
+                return "none", f"bypassed {_node_label(node)} has no input of type {target_type} to pass through"
+            return self.resolve_input(scope, node, idx, None, visited)
+        if self.is_subgraph(node):
+            inner = self.inner_scope(scope, node)
+            for lid, (oid, oslot, tid, tslot, _t) in inner.links.items():
+                if tid == str(SUBGRAPH_OUTPUT_ID) and tslot == slot:
+                    origin = inner.nodes.get(oid)
+                    if origin is None:
+                        return "none", f"subgraph {_node_label(node)}: node {oid} does not exist"
+                    return self.resolve_output(inner, origin, oslot, target_type, visited)
+            return "none", f"nothing inside subgraph {_node_label(node)} is connected to its output {slot}"
         if ntype == "PrimitiveNode":
             wv = node.get("widgets_values")
             if isinstance(wv, list) and wv:
                 return "value", wv[0]
             return "none", f"{_node_label(node)} has no value"
         if ntype in VIRTUAL_NODE_TYPES:  # Reroute (Notes have no outputs)
-            if node.get("inputs"):
-                return self.resolve_input(node, min(slot, len(node["inputs"]) - 1), target_type, visited)
+            if 0 <= slot < len(node.get("inputs") or []):
+                return self.resolve_input(scope, node, slot, target_type, visited)
             return "none", f"{_node_label(node)} passes nothing through"
         if mode == MODE_MUTED:
-            return "none", f"it comes from muted {_node_label(node)}"
+            return "drop", f"it comes from muted {_node_label(node)}"
         if ntype not in self.defs:
             return "none", f"it comes from {_node_label(node)}, whose node type is unknown"
-        if not 0 <= slot < len(outputs):
+        if not 0 <= slot < len(node.get("outputs") or []):
             return "none", f"{_node_label(node)} has no output slot {slot}"
-        return "link", [nid, slot]
+        return "link", [scope.exec_id(node.get("id")), slot]
+
+    def promoted_value(self, scope: _Scope, sg_node: dict, sg_slot: int):
+        """The value of the widget the editor promotes onto a subgraph node for one of its inputs: the subgraph
+        input's first link that ends at a widget input inside; the subgraph node's own widgets_values (one per
+        promoted widget, in input order) win over the inner widget's value."""
+        promoted = []  # sg input slots that have a promoted widget, in order
+        inner_value = {}
+        for i, _inp in enumerate(sg_node.get("inputs") or []):
+            found, value = self._inner_widget(scope, i, set())
+            if found:
+                promoted.append(i)
+                inner_value[i] = value
+        if sg_slot not in promoted:
+            return False, None
+        wv = sg_node.get("widgets_values")
+        pos = promoted.index(sg_slot)
+        if isinstance(wv, list) and pos < len(wv):
+            return True, wv[pos]
+        return True, inner_value[sg_slot]
+
+    def _inner_widget(self, scope: _Scope, sg_slot: int, visited: set):
+        for lid, (oid, oslot, tid, tslot, _t) in scope.links.items():
+            if oid != str(SUBGRAPH_INPUT_ID) or oslot != sg_slot:
+                continue
+            target = scope.nodes.get(tid)
+            if target is None or not 0 <= tslot < len(target.get("inputs") or []):
+                continue
+            inp = target["inputs"][tslot]
+            if self.is_subgraph(target):
+                key = (scope.path, tid, tslot)
+                if key in visited:
+                    continue
+                visited.add(key)
+                inner = self.inner_scope(scope, target)
+                found, value = self._inner_widget(inner, tslot, visited)
+                if found:
+                    wv = target.get("widgets_values")
+                    promoted = [i for i in range(len(target.get("inputs") or []))
+                                if self._inner_widget(inner, i, set(visited))[0]]
+                    pos = promoted.index(tslot) if tslot in promoted else -1
+                    if isinstance(wv, list) and 0 <= pos < len(wv):
+                        return True, wv[pos]
+                    return True, value
+                continue
+            d = self.defs.get(target.get("type"))
+            if d is None:
+                continue
+            wname = (inp.get("widget") or {}).get("name") or inp.get("name")
+            layout = editor_widgets(d)
+            idx = next((k for k, w in enumerate(layout) if w.name == wname and w.in_prompt), None)
+            if idx is None:
+                continue
+            wv = target.get("widgets_values")
+            if isinstance(wv, list):
+                wv = _migrated_values(d, list(wv))
+                if idx < len(wv):
+                    return True, wv[idx]
+            elif isinstance(wv, dict) and wname in wv:
+                return True, wv[wname]
+            return True, _default_for(layout[idx].kind, layout[idx].opts)
+        return False, None
 
     def _bypass_slot(self, node: dict, slot: int, target_type) -> int:
+        """The editor's ``#getBypassSlotIndex``."""
         inputs = node.get("inputs") or []
-        if target_type in (None, "", "*"):
+        if target_type in ("*", ""):
             return slot if len(inputs) > slot else (0 if inputs else -1)
         outputs = node.get("outputs") or []
         out_type = outputs[slot].get("type") if 0 <= slot < len(outputs) else None
@@ -519,59 +688,75 @@ def _wrap(value):
 
 def ui_to_api(workflow: dict, defs: Mapping[str, NodeDef], *,
               hint: Callable[[str], str | None] = pack_hint) -> Conversion:
-    """Convert a UI-format workflow with the given node definitions; report every problem found on the way."""
+    """Convert a UI-format workflow with the given node definitions the way the editor's ``graphToPrompt``
+    does (subgraphs flattened to ``outer:inner`` ids); report every problem found on the way."""
     conv = Conversion(prompt={})
     problems = conv.problems
     problems += check_links(workflow)
-    nodes: dict[str, dict] = {}
-    for node in workflow.get("nodes") or []:
-        nodes.setdefault(str(node.get("id")), node)
-    links, _ = _links_table(workflow)
-    subgraphs = {str(sg.get("id")) for sg in ((workflow.get("definitions") or {}).get("subgraphs") or [])
-                 if isinstance(sg, dict)}
-    resolver = _Resolver(nodes, links, defs)
+    subgraphs = _collect_subgraphs(workflow)
+    resolver = _Resolver(defs, subgraphs)
 
     def sort_key(nid):
-        return (0, int(nid)) if nid.lstrip("-").isdigit() else (1, nid)
+        return [(0, int(p), "") if p.lstrip("-").isdigit() else (1, 0, p) for p in nid.split(":")]
+
+    # every executable node, subgraphs expanded (the editor's getInnerNodes), with its scope
+    flat: list[tuple[str, dict, _Scope]] = []
+
+    def expand(scope: _Scope, depth: int = 0):
+        for nid, node in scope.nodes.items():
+            eid = scope.exec_id(nid)
+            conv.labels[eid] = _node_label(node) if not scope.path else f"#{eid} {node.get('type')}" + (
+                f' "{node["title"]}"' if node.get("title") and node.get("title") != node.get("type") else "")
+            if resolver.is_subgraph(node):
+                if depth > 32 or str(node.get("type")) in {str(s.graph.get("id")) for s in _ancestors(scope)}:
+                    problems.append(Problem("error", "unsupported", "subgraph contains itself", eid,
+                                            conv.labels[eid]))
+                    continue
+                if node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+                    what = "muted" if node.get("mode") == MODE_MUTED else "bypassed"
+                    problems.append(Problem(
+                        "warning", "subgraph_mode",
+                        f"this subgraph node is {what}, but the editor (frontend 1.27) still sends the nodes inside "
+                        "it" + (" and its outputs still come from them" if what == "muted" else
+                                " (its outputs pass its inputs through)") + "; so does this conversion. Set the mode "
+                        "on the nodes inside the subgraph instead", eid, conv.labels[eid]))
+                expand(resolver.inner_scope(scope, node), depth + 1)
+                continue
+            flat.append((eid, node, scope))
+
+    expand(_Scope(workflow, ()))
 
     # PrimitiveNode values go into the widgets they drive (what the editor's applyToGraph does)
     primitive_values: dict[tuple[str, str], Any] = {}
-    for nid, node in nodes.items():
-        if node.get("type") != "PrimitiveNode" or node.get("mode", 0) in (MODE_MUTED,):
+    for eid, node, scope in flat:
+        if node.get("type") != "PrimitiveNode":  # muted ones too: the editor's applyToGraph ignores the mode
             continue
         wv = node.get("widgets_values")
         if not (isinstance(wv, list) and wv):
             continue
         for out in node.get("outputs") or []:
             for lid in out.get("links") or []:
-                entry = links.get(lid)
+                entry = scope.links.get(lid)
                 if entry is None:
                     continue
-                target = nodes.get(entry[2])
+                target = scope.nodes.get(entry[2])
                 if target is None or not 0 <= entry[3] < len(target.get("inputs") or []):
                     continue
                 inp = target["inputs"][entry[3]]
                 wname = (inp.get("widget") or {}).get("name") or inp.get("name")
-                primitive_values[(entry[2], wname)] = wv[0]
+                primitive_values[(scope.exec_id(entry[2]), wname)] = wv[0]
 
-    for nid in sorted(nodes, key=sort_key):
-        node = nodes[nid]
+    for eid, node, scope in sorted(flat, key=lambda t: sort_key(t[0])):
         ntype = node.get("type")
-        label = _node_label(node)
-        conv.labels[nid] = label
+        label = conv.labels[eid]
         mode = node.get("mode", 0)
         if ntype in VIRTUAL_NODE_TYPES:
             continue
         if isinstance(ntype, str) and (ntype.startswith("workflow>") or ntype.startswith("workflow/")):
             problems.append(Problem("error", "unsupported", "group nodes are not supported: convert the group node "
                                     "back to its nodes in the editor (right click > Convert to nodes) and save",
-                                    nid, label))
-            conv.unknown.add(nid)
-            continue
-        if ntype in subgraphs:
-            problems.append(Problem("error", "unsupported", "subgraphs are not supported: unpack the subgraph in "
-                                    "the editor (right click > Unpack subgraph) and save", nid, label))
-            conv.unknown.add(nid)
+                                    eid, label))
+            conv.unknown.add(eid)
             continue
         if mode in (MODE_MUTED, MODE_BYPASS):
             continue
@@ -580,14 +765,14 @@ def ui_to_api(workflow: dict, defs: Mapping[str, NodeDef], *,
             where = hint(ntype) if hint else None
             msg = f"unknown node type '{ntype}'"
             msg += f": it comes from {where}" if where else ": is the custom node pack that provides it installed?"
-            problems.append(Problem("error", "unknown_node", msg, nid, label))
-            conv.unknown.add(nid)
+            problems.append(Problem("error", "unknown_node", msg, eid, label))
+            conv.unknown.add(eid)
             continue
 
         inputs: dict[str, Any] = {}
-        widget_names = {name for name, _k, _o in widget_inputs(node_def)}
-        for name, value in _assign_widgets(node, node_def, label, nid, problems).items():
+        for name, value in editor_widget_values(node, node_def, label, eid, problems).items():
             inputs[name] = _wrap(value)
+        extra = _editor_extra_inputs(node_def)
 
         for slot, inp in enumerate(node.get("inputs") or []):
             name = inp.get("name")
@@ -595,42 +780,64 @@ def ui_to_api(workflow: dict, defs: Mapping[str, NodeDef], *,
             api_name = wname or name
             spec, _cat = node_def.input_spec(api_name)
             if spec is None:
+                if api_name in extra and inp.get("link") is None:
+                    continue  # the editor's own upload button input: never sent
                 if inp.get("link") is not None or wname:
                     problems.append(Problem("error", "unknown_input",
                                             f"input '{api_name}' is not an input of {ntype} (renamed or removed?); "
-                                            f"its inputs are {node_def.input_names()}", nid, label, api_name))
+                                            f"its inputs are {node_def.input_names()}", eid, label, api_name))
                 continue
-            if (nid, api_name) in primitive_values:
-                inputs[api_name] = _wrap(primitive_values[(nid, api_name)])
+            if (eid, api_name) in primitive_values:
+                inputs[api_name] = _wrap(primitive_values[(eid, api_name)])
                 continue
             if inp.get("link") is None:
                 continue
             want = spec[0] if isinstance(spec, (list, tuple)) and spec else None
             want_type = "COMBO" if isinstance(want, (list, tuple)) else want
-            kind, value = resolver.resolve_input(node, slot, inp.get("type") or want_type, set())
+            kind, value = resolver.resolve_input(scope, node, slot, inp.get("type") or want_type, set())
             if kind == "value":
                 inputs[api_name] = _wrap(value)
             elif kind == "link":
                 inputs[api_name] = value
-                origin = nodes[value[0]]
-                odef = defs.get(origin.get("type"))
-                if odef is not None:
-                    if value[1] >= len(odef.outputs):
-                        problems.append(Problem("error", "broken_link",
-                                                f"input '{api_name}' is linked to output slot {value[1]} of "
-                                                f"{_node_label(origin)}, which has only {len(odef.outputs)} outputs",
-                                                nid, label, api_name))
-                    elif not _types_compatible(odef.outputs[value[1]], want_type):
-                        problems.append(Problem("error", "type_mismatch",
-                                                f"input '{api_name}' expects {want_type} but is linked to "
-                                                f"{_node_label(origin)} output {value[1]} ({odef.outputs[value[1]]})",
-                                                nid, label, api_name))
-            else:
-                if api_name in widget_names and api_name in inputs:
-                    continue  # a converted widget whose source is gone: the editor keeps the widget value
+            elif kind == "drop":
                 inputs.pop(api_name, None)
-                conv.dropped[(nid, api_name)] = value
-        entry = {"inputs": inputs, "class_type": ntype,
-                 "_meta": {"title": node.get("title") or node_def.display_name or ntype}}
-        conv.prompt[nid] = entry
+                conv.dropped[(eid, api_name)] = value
+            else:
+                if api_name in inputs:
+                    continue  # a widget input whose link resolves to nothing: the editor keeps the widget value
+                conv.dropped[(eid, api_name)] = value
+        conv.prompt[eid] = {"inputs": inputs, "class_type": ntype,
+                            "_meta": {"title": node.get("title") or node_def.display_name or ntype}}
+
+    # link targets: output slots and types (after every node is known)
+    for eid, entry in conv.prompt.items():
+        d = defs.get(entry["class_type"])
+        for api_name, value in list(entry["inputs"].items()):
+            if not (isinstance(value, list) and len(value) == 2):
+                continue
+            origin = conv.prompt.get(value[0])
+            if origin is None:
+                continue
+            odef = defs.get(origin["class_type"])
+            spec, _cat = d.input_spec(api_name) if d else (None, None)
+            want = spec[0] if isinstance(spec, (list, tuple)) and spec else None
+            want_type = "COMBO" if isinstance(want, (list, tuple)) else want
+            if odef is None:
+                continue
+            if value[1] >= len(odef.outputs):
+                problems.append(Problem("error", "broken_link",
+                                        f"input '{api_name}' is linked to output slot {value[1]} of "
+                                        f"{conv.labels.get(value[0], value[0])}, which has only {len(odef.outputs)} "
+                                        "outputs", eid, conv.labels.get(eid), api_name))
+            elif not _types_compatible(odef.outputs[value[1]], want_type):
+                problems.append(Problem("error", "type_mismatch",
+                                        f"input '{api_name}' expects {want_type} but is linked to "
+                                        f"{conv.labels.get(value[0], value[0])} output {value[1]} "
+                                        f"({odef.outputs[value[1]]})", eid, conv.labels.get(eid), api_name))
     return conv
+
+
+def _ancestors(scope: _Scope):
+    while scope.instance is not None:
+        yield scope
+        scope = scope.instance[1]

@@ -523,6 +523,20 @@ def test_muted_node_drops_the_input_and_says_why(defs):
     assert "muted" in conv.dropped[(str(te), "model")]
 
 
+def test_widget_input_linked_from_a_muted_node_is_removed(defs):
+    """graphToPrompt resolves the link to the muted node, then deletes every input linked to a node it does not
+    send: the widget's own value is gone too (ComfyUI then reports the missing input)."""
+    d = dict(defs)
+    d["IntSource"] = NodeDef(inputs={"required": {}}, outputs=("INT",))
+    g = G(d)
+    src = g.add("IntSource", [], mode=convert.MODE_MUTED)
+    ks = g.add("KSampler", [7, "fixed", 20, 5.0, "euler", "normal", 1.0])
+    g.link(src, 0, ks, "seed")
+    conv = ui_to_api(g.wf(), d)
+    assert "seed" not in conv.prompt[str(ks)]["inputs"] and conv.prompt[str(ks)]["inputs"]["steps"] == 20
+    assert "muted" in conv.dropped[(str(ks), "seed")]
+
+
 def test_reroute_and_notes(defs):
     g = G(defs)
     ck = g.add("CheckpointLoaderSimple", ["sd_xl_base_1.0.safetensors"])
@@ -602,14 +616,16 @@ def test_renamed_stylestudio_input_breaks_the_shipped_workflows(defs):
     assert any(p.kind == "unknown_input" and "strength" in p.message for p in conv.errors), conv.problems
 
 
-def test_group_nodes_and_subgraphs_are_unsupported(defs):
+def test_group_nodes_are_unsupported_subgraphs_are_flattened(defs):
     g = G(defs)
     g.add("workflow>my group", [], inputs=[], outputs=[])
     g.add("1b2c3d4e-0000-4000-8000-000000000000", [], inputs=[], outputs=[])
     data = g.wf()
-    data["definitions"] = {"subgraphs": [{"id": "1b2c3d4e-0000-4000-8000-000000000000"}]}
-    kinds = [p.kind for p in ui_to_api(data, defs).problems]
-    assert kinds == ["unsupported", "unsupported"]
+    data["definitions"] = {"subgraphs": [{"id": "1b2c3d4e-0000-4000-8000-000000000000", "nodes": [],
+                                          "links": []}]}
+    conv = ui_to_api(data, defs)
+    assert [p.kind for p in conv.problems] == ["unsupported"] and "group node" in conv.problems[0].message
+    assert conv.prompt == {}  # an empty subgraph sends nothing (tests/test_cli_editor_files.py: real ones)
 
 
 def test_broken_links_are_reported():
@@ -919,3 +935,33 @@ def test_run_executes_a_shipped_workflow_end_to_end(name, arch, host, comfy_env,
     prompt = json.loads(meta["prompt"])
     assert {v["class_type"] for v in prompt.values()} >= {"IPAdapterAdvanced", "StyleStudioCrossModalAdaIN",
                                                           "StyleStudioTeacherLayout", "KSampler", "SaveImage"}
+
+
+# --- files the real editor saved (tests/fixtures/editor_saved, made by the browser tier) ---------------------------
+EDITOR_SAVED = REPO / "tests" / "fixtures" / "editor_saved"
+EDITOR_VALID = ["sdxl_saved_unchanged", "sd15_saved_unchanged", "sdxl_nested_subgraph_bypass",
+                "sdxl_subgraph_node_bypassed", "sdxl_subgraph_node_muted", "sweep_primitive_muted"]
+
+
+@needs_ipadapter
+@pytest.mark.parametrize("name", EDITOR_VALID)
+def test_editor_saved_files_validate_against_real_comfyui(name, comfy_env, model_files):
+    """What `validate`/`run` refused before: every editor-saved file (upload buttons, control widgets, subgraphs
+    with `outer:inner` ids) passes the CLI's checks and ComfyUI's own validate_prompt, with exactly the prompt
+    the editor's graphToPrompt made."""
+    report = runner.validate(comfy_env, load(EDITOR_SAVED / f"{name}.json"))
+    assert report.ok and not report.errors, "\n" + report.format()
+    editor = load(EDITOR_SAVED / f"{name}.prompt.json")
+    assert set(report.prompt) == set(editor)
+    for nid, node in editor.items():
+        assert report.prompt[nid]["class_type"] == node["class_type"]
+        assert report.prompt[nid]["inputs"] == node["inputs"], nid
+
+
+@needs_ipadapter
+def test_editor_saved_subgraph_with_a_muted_node_is_refused_with_the_reason(comfy_env, model_files):
+    report = runner.validate(comfy_env, load(EDITOR_SAVED / "sweep_branch_subgraph_muted.json"))
+    assert not report.ok
+    ks = next(k for k, v in report.prompt.items() if v["class_type"] == "KSampler" and ":" in k)
+    assert any(p.node_id == ks and p.input == "model" and "muted" in p.message for p in report.errors), \
+        report.format()
