@@ -42,8 +42,8 @@ MODEL_FILES = {
     "checkpoints": ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly-fp16.safetensors",
                     "RealVisXL_V4.0.safetensors"],
     "controlnet": ["xinsir-controlnet-canny-sdxl-1.0.safetensors"],
-    "clip_vision": ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
-    "ipadapter": ["ip-adapter-plus_sdxl_vit-h.safetensors", "ip-adapter-plus_sd15.safetensors"],
+    "clip_vision": ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"],
+    "ipadapter": ["ip-adapter-plus_sdxl_vit-h.safetensors", "ip-adapter-plus_sd15.safetensors", "csgo_4_32.bin"],
 }
 INPUT_IMAGES = ["stylestudio_style.png", "stylestudio_style_a.png", "stylestudio_style_b.png",
                 "stylestudio_style_c.png"]
