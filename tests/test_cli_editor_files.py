@@ -81,13 +81,13 @@ def test_fixtures_are_there():
             "sweep_branch_subgraph_muted", "malformed_ksampler_no_control"} <= set(CASES), CASES
 
 
-def test_fixture_definitions_match_the_pack(defs):
+def test_fixture_definitions_match_the_pack(defs, host):
     """The StyleStudio definitions the fixtures were made with still have the pack's current inputs (else the
     fixtures are stale: regenerate them with the browser tier)."""
-    pack = _import_by_path("_stylestudio_pack_for_editor_files", REPO / "__init__.py")
+    classes = host.node_classes()
     for name, d in defs.items():
         if name.startswith("StyleStudio"):
-            cls = pack.NODE_CLASS_MAPPINGS[name]
+            cls = classes[name]
             current = {cat: list(v) for cat, v in cls.INPUT_TYPES().items() if cat in ("required", "optional")}
             assert {c: list(v) for c, v in d.inputs.items() if c in ("required", "optional")} == current, name
 
