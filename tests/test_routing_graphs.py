@@ -134,6 +134,7 @@ def _stats_match(out, ref, rows=slice(None), tokens=slice(None)):
     torch.testing.assert_close(o.std(1), r.std(1), atol=1e-4 * scale, rtol=1e-4)
 
 
+@torch.inference_mode()  # as ComfyUI samples (the real adapter's weights require grad)
 def test_stacked_adapters_on_the_same_layers_fuse_their_sum(host, arch, base):
     """Two adapters stacked in one slot (IPAdapter_plus's .add): AdaIN takes the statistics of S1 + S2, not of
     the last adapter's term."""
@@ -152,6 +153,7 @@ def test_stacked_adapters_on_the_same_layers_fuse_their_sum(host, arch, base):
     assert checked >= (10 if arch == "sd15" else 5)
 
 
+@torch.inference_mode()  # as ComfyUI samples (the real adapter's weights require grad)
 def test_share_cross_attention_in_ip_layers_uses_the_teachers_text_output(host, arch, base):
     """share_cross_attention in an IP layer: student rows = AdaIN(teacher's text output, the student's own style
     term) (without AdaIN: their sum); teacher rows = the teacher's text output."""
@@ -182,6 +184,7 @@ def test_share_cross_attention_in_ip_layers_uses_the_teachers_text_output(host, 
     assert checked == 6
 
 
+@torch.inference_mode()  # as ComfyUI samples (the real adapter's weights require grad)
 def test_half_mask_fuses_inside_and_keeps_the_text_outside(host, arch, base):
     """An attention mask over the left half: in every IP layer the tokens outside it keep the text output
     exactly, and inside it the fused output has the IP term's statistics (taken over the inside tokens)."""
@@ -208,6 +211,7 @@ def test_half_mask_fuses_inside_and_keeps_the_text_outside(host, arch, base):
 
 
 @pytest.mark.parametrize("weight_type", ["style transfer", "composition", "style and composition", "linear"])
+@torch.inference_mode()
 def test_ip_weight_types_fuse_exactly_the_layers_they_feed(host, arch, base, weight_type):
     """In the layers a weight type feeds, the fused output takes the IP term's statistics; in the others the
     layer's output is the text output, bit for bit (AdaIN never touches a layer without IP)."""
@@ -261,6 +265,7 @@ def test_identity_adapters_stay_in_the_teacher(host, arch, base):
     assert_close_numerics(out[1:], sample(host, style_then_face, arch))
 
 
+@torch.inference_mode()  # as ComfyUI samples (the real adapter's weights require grad)
 def test_adain_fuses_the_style_and_adds_the_identity(host, arch, base):
     """Students: AdaIN(T, S_style) + I_identity, in every layer with both."""
     model = _declare(ip(host, ip(host, base, arch, weight_type="linear", seed=1), arch, weight_type="linear",
