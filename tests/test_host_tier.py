@@ -118,8 +118,8 @@ def test_pyproject_parses_with_comfyui_config_parser(chost):
     assert cfg.project.description == proj["description"] and proj["description"].strip()
     assert cfg.project.requires_python == proj["requires-python"]
     assert "license" in proj and (cfg.project.license.file or cfg.project.license.text)
-    if cfg.project.license.file:
-        assert os.path.isfile(os.path.join(REPO_ROOT, cfg.project.license.file))
+    assert cfg.project.license.file == proj["license"]["file"] == "LICENSE"  # the pack ships its licence text
+    assert os.path.isfile(os.path.join(REPO_ROOT, cfg.project.license.file))
     assert cfg.project.urls.repository == proj["urls"]["Repository"] and proj["urls"]["Repository"]
     assert cfg.tool_comfy.publisher_id == tool["PublisherId"] and tool["PublisherId"]
     assert cfg.tool_comfy.display_name == tool["DisplayName"] and tool["DisplayName"]
