@@ -216,8 +216,9 @@ class IPRoute:
         return layout.merge(student.to(q.dtype), teacher_text.to(q.dtype))
 
     def _active(self, extra_options):
-        """[(callback, kwargs for this device, role)] of the stacked callbacks that may contribute at this sigma
-        and layer, or None for an IP object without IPAdapter_plus's callback protocol."""
+        """[(callback, position, role)] of the stacked callbacks that may contribute at this sigma and layer
+        (position: 1-based index in the slot, the order the adapters were applied), or None for an IP object
+        without IPAdapter_plus's callback protocol."""
         inner = self.inner
         if not has_callback_protocol(inner):
             return None
