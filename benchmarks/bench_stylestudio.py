@@ -117,6 +117,77 @@ class RowRecorder:
         return apply_model(args["input"], args["timestep"], **args["c"])
 
 
+_VIEW_OPS = {"view", "_unsafe_view", "reshape", "expand", "slice", "select", "as_strided", "unsqueeze", "squeeze",
+             "transpose", "permute", "t", "alias", "detach", "_reshape_alias", "split", "split_with_sizes", "chunk",
+             "unbind", "narrow", "empty", "empty_like", "empty_strided", "lift_fresh", "_to_copy_noop"}
+_ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+_MATMUL_CONV_OPS = {"mm", "bmm", "baddbmm", "addmm", "matmul", "linear", "convolution", "_convolution",
+                    "cudnn_convolution", "mkldnn_convolution", "conv2d", "_conv_depthwise2d", "native_group_norm",
+                    "native_layer_norm", "group_norm", "layer_norm"}
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the places a run reads tensor values back to the host (each one a device sync on a GPU): .item(),
+    float()/int()/bool() of a tensor, .tolist(), .numpy(), and copies to the CPU (.cpu(), .to("cpu")). Counted
+    the same on any device; a copy to the CPU followed by .item() on the copy counts once."""
+
+    _READS = {"item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+        self._host_copies = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if source is None:
+            return out
+        if name in self._READS:
+            if id(source) not in self._host_copies:
+                self.count += 1
+        elif name == "cpu" or (name == "to" and any(str(a) == "cpu" for a in list(args[1:]) + [kwargs.get("device")])):
+            self.count += 1
+            if isinstance(out, torch.Tensor):
+                self._host_copies.add(id(out))
+        elif name in ("__getitem__", "detach", "select") and id(source) in self._host_copies \
+                and isinstance(out, torch.Tensor):
+            self._host_copies.add(id(out))  # x.cpu()[0].item(): still the one copy
+        return out
+
+
+class OpCensus(torch.utils._python_dispatch.TorchDispatchMode):
+    """What one sampling run dispatches, op by op (TorchDispatchMode sees every kernel call, on any device):
+    attention kernels, and the elementwise/reduction ops whose output is activation-sized (at least the smallest
+    spatial attention input of the run: rows × tokens × channels). Host reads are counted by HostReads."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = 0  # set from HostReads
+        self.attention = 0
+        self.attention_q_numel = []
+        self.sized = []  # output numel of every op that is neither a view nor attention/matmul/conv/norm
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        out = func(*args, **kwargs)
+        if any(a in name for a in _ATTENTION_OPS):
+            self.attention += 1
+            self.attention_q_numel.append(args[0].numel())
+        elif name not in _VIEW_OPS and name not in _MATMUL_CONV_OPS and isinstance(out, torch.Tensor):
+            self.sized.append(out.numel())
+        return out
+
+    def summary(self, model_calls: int, threshold: int) -> dict:
+        calls = max(1, model_calls)
+        return {"host_syncs_per_call": self.syncs / calls, "attention_calls_per_call": self.attention / calls,
+                "full_size_ops_per_call": sum(1 for n in self.sized if n >= threshold) / calls,
+                "full_size_threshold_numel": threshold}
+
+
 class StepClock:
     """sampler_post_cfg_function that only records when each step's guidance finished (euler: one per step), so
     per-step durations come out of the timed runs at no cost. Returns the prediction unchanged."""
@@ -253,6 +324,21 @@ class Runner:
         if not self.cuda:
             res["cpu_alloc_peak_bytes"] = max([0] + cum)
         return res
+
+    def census(self, key) -> dict:
+        """One more run of the configuration under OpCensus (not timed): per model (UNet) call, the host syncs,
+        the attention kernels and the activation-sized ops. The size threshold is the smallest spatial attention
+        input of the baseline's run, so every configuration is counted against the same size."""
+        rec = RowRecorder()
+        m = self.configs[key]["model"].clone()
+        m.set_model_unet_function_wrapper(rec)
+        with HostReads() as reads, OpCensus() as census:
+            self.sample(key, m)
+            self.sync()
+        census.syncs = reads.count
+        if key == "baseline" or not hasattr(self, "_census_threshold"):
+            self._census_threshold = min(census.attention_q_numel) if census.attention_q_numel else 1
+        return census.summary(len(rec.rows), self._census_threshold)
 
     def timed(self, key) -> dict:
         gc.collect()
@@ -446,6 +532,21 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['label']} | {_fmt_mb(m)} | {rel} | {other}"
                      f"{_fmt(r.get('sdpa_calls_per_step'))} | {_fmt(r.get('softmax_calls_per_step'))} | "
                      f"{_fmt(r.get('aten_ops_per_step'), '.0f')} |")
+    if any("per_call" in r for r in res.values()):
+        base_pc = res.get("baseline", {}).get("per_call", {})
+        thr = base_pc.get("full_size_threshold_numel")
+        lines += ["", f"Per model (UNet) call, counted op by op (TorchDispatchMode; activation-sized = output of at "
+                  f"least {thr} elements, the smallest spatial attention input; views, matmuls, convolutions and "
+                  "norms not counted):", "",
+                  "| configuration | host syncs | activation-sized ops | added vs baseline | attention calls |",
+                  "|---|---|---|---|---|"]
+        for key, r in res.items():
+            pc = r.get("per_call")
+            if not pc:
+                continue
+            added = pc["full_size_ops_per_call"] - base_pc.get("full_size_ops_per_call", 0.0)
+            lines.append(f"| {r['label']} | {pc['host_syncs_per_call']:.1f} | {pc['full_size_ops_per_call']:.1f} | "
+                         f"{added:+.1f} | {pc['attention_calls_per_call']:.1f} |")
     lines += ["", "| target | measured (median) | limit | result | per-step minima | result (per-step minima) |",
               "|---|---|---|---|---|---|"]
     for t in an["targets"]:
@@ -497,6 +598,8 @@ def parse_args(argv=None):
                         + " (baseline always runs)")
     p.add_argument("--allow-cpu-full", action="store_true", help="allow --size sdxl-full without CUDA (smoke test)")
     p.add_argument("--no-profile", action="store_true", help="skip the profiler run (no op counts / CPU memory)")
+    p.add_argument("--no-census", action="store_true",
+                   help="skip the op census run (per model call: host syncs, activation-sized ops, attention calls)")
     p.add_argument("--json", default=None, help="write the full report as JSON")
     p.add_argument("--markdown", default=None, help="write the Markdown tables to this file too")
     args = p.parse_args(argv)
@@ -552,6 +655,8 @@ def main(argv=None) -> dict:
         results[k] = {"label": lab, "description": desc, **runner.first_run(k, with_profiler=not args.no_profile)}
         print(f"  first run {k:18s} {results[k]['first_run_s']:7.2f} s  rows/call "
               f"{_rows_summary(results[k]['rows_per_call'])}", flush=True)
+        if not args.no_census:
+            results[k]["per_call"] = runner.census(k)
     samples = {k: [] for k in keys}
     for r in range(args.repeats):
         order = keys[r % len(keys):] + keys[:r % len(keys)]

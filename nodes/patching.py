@@ -1,11 +1,12 @@
-"""Host glue shared by every StyleStudio node: validation, the percent→sigma convention, and installing the one
-sampling mechanism (stylestudio_core.mechanism) on a cloned MODEL."""
+"""Host glue shared by every StyleStudio node: validation, the schedule windows, the user's adapter roles, and
+installing the one sampling mechanism (stylestudio_core.mechanism) on a cloned MODEL."""
 from __future__ import annotations
 
 # ComfyUI modules are imported where used: the pack must import without a host (pytest imports the repo's
 # __init__.py as a package before any host exists).
 from ..stylestudio_core import mechanism
 from ..stylestudio_core.mechanism import NODE_NAMES, SETTINGS_KEY, WRAPPER_KEY, StyleStudioError
+from ..stylestudio_core.routing import ROLES_SETTING
 
 CATEGORY = "StyleStudio"
 
@@ -71,11 +72,92 @@ def check_window(feature: str, start_at: float, end_at: float):
                                "set end_at >= start_at (fractions of the schedule, 0 = first step).")
 
 
+def schedule_window(start_at: float, end_at: float) -> dict:
+    """A feature's window as fractions of the schedule (ComfyUI's start/end-percent convention, as ControlNet and
+    IPAdapter nodes use it). They become sigmas at sampling time, against the model sampling that actually
+    samples (mechanism.resolve_window), so a ModelSampling node before or after the StyleStudio node moves the
+    window with the schedule."""
+    return {"start_at": float(start_at), "end_at": float(end_at)}
+
+
 def sigma_window(model, start_at: float, end_at: float) -> dict:
-    """ComfyUI's start/end-percent convention (as ControlNet and IPAdapter nodes use it) as sigmas."""
-    sampling = model.get_model_object("model_sampling")
-    return {"sigma_start": float(sampling.percent_to_sigma(start_at)),
-            "sigma_end": float(sampling.percent_to_sigma(end_at))}
+    """Old name of `schedule_window`, kept for the node files (the model is not needed any more: the window is
+    resolved when sampling starts)."""
+    return schedule_window(start_at, end_at)
+
+
+ROLE_CHOICES = ("style", "identity")
+
+
+def adapter_roles(spec: str, feature: str = "adain") -> dict | None:
+    """Parse the user's style/identity choice for the IP-Adapters on the MODEL path into the `roles` setting
+    (routing.callback_role). `spec`: "auto" (or empty) = decide by what each adapter declares or shows;
+    "all=style" / "all=identity" = the role of every adapter that cannot be told (detected face/identity
+    adapters keep theirs); "2=identity, 3=style" = by position, 1 = the first adapter applied to the model
+    (the order of the IPAdapter nodes along the MODEL path); the forms combine ("all=identity, 1=style")."""
+    text = (spec or "").strip().lower()
+    if text in ("", "auto"):
+        return None
+    roles: dict = {"default": None, "by_position": {}}
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        where, _, role = part.partition("=")
+        where, role = where.strip(), role.strip()
+        if role not in ROLE_CHOICES:
+            raise StyleStudioError(f"{NODE_NAMES[feature]}: adapter roles: {part!r} is not 'N=style', "
+                                   "'N=identity', 'all=style' or 'all=identity' (N = 1 for the first IP-Adapter "
+                                   "on the MODEL path), e.g. '2=identity'.")
+        if where == "all":
+            roles["default"] = role
+        elif where.isdigit() and int(where) >= 1:
+            roles["by_position"][int(where)] = role
+        else:
+            raise StyleStudioError(f"{NODE_NAMES[feature]}: adapter roles: {where!r} is not an adapter number "
+                                   "(1, 2, ...) or 'all'.")
+    return roles
+
+
+def with_adapter_roles(model, spec: str, feature: str = "adain"):
+    """A clone of `model` whose StyleStudio settings carry the user's adapter roles (one entry for the model, read
+    by every feature; "auto" clears it)."""
+    return patched(model, ROLES_SETTING, adapter_roles(spec, feature))
+
+
+def _share_structure(options):
+    """What clone() would give, minus the copies of other nodes' objects: dicts, lists and tuples are copied (so
+    this model's slots and settings are its own), everything else (patch objects, their tensors, an
+    IP-Adapter's whole module) is shared with the input model."""
+    if isinstance(options, dict):
+        return {k: _share_structure(v) for k, v in options.items()}
+    if isinstance(options, list):
+        return [_share_structure(v) for v in options]
+    if isinstance(options, tuple) and type(options) is tuple:
+        return tuple(_share_structure(v) for v in options)
+    return options
+
+
+class _SharedOnDeepcopy(dict):
+    # ModelPatcher.clone() deep-copies model_options (host.md §2); handed this for the length of one clone() call,
+    # it gets `_share_structure` instead: no second copy of the adapters' weights, the input model untouched.
+    def __deepcopy__(self, memo):
+        return _share_structure(dict(self))
+
+
+def clone_sharing_patches(model):
+    """model.clone() without deep-copying other nodes' patch objects. StyleStudio never changes them (its routes
+    live in a per-call copy of the options), so sharing them is safe, and an IPAdapter module is not duplicated
+    per StyleStudio node (ComfyUI_IPAdapter_plus keeps the whole module in its patches' kwargs)."""
+    options = model.model_options
+    model.model_options = _SharedOnDeepcopy(options)
+    try:
+        m = model.clone()
+    finally:
+        model.model_options = options
+    if type(m.model_options) is not dict:  # a clone() that copies some other way: plain dict, same content
+        m.model_options = _share_structure(dict(m.model_options))
+    return m
 
 
 def patched(model, feature: str, settings: dict | None):
@@ -85,7 +167,7 @@ def patched(model, feature: str, settings: dict | None):
     if not hasattr(comfy.patcher_extension, "WrappersMP"):
         raise StyleStudioError(f"{NODE_NAMES[feature]}: this ComfyUI is too old (no model wrappers). "
                                "Update ComfyUI to v0.3.10 or newer.")
-    m = model.clone()
+    m = clone_sharing_patches(model)
     to = m.model_options.setdefault("transformer_options", {})
     all_settings = {k: dict(v) for k, v in to.get(SETTINGS_KEY, {}).items() if k != feature}
     if settings is not None:

@@ -5,6 +5,10 @@ list, in whatever order and grouping it chose), and every chunk holds the whole 
 is on, the latent batch itself is `[students | teachers]` (doubled by the sampling wrapper), so each chunk is
 `[student rows | teacher rows]` and student row i pairs with teacher row i of the same chunk, i.e. the same
 guidance branch.
+
+Because of that regular layout every row operation is a strided view of the batch, with no index tensor on the
+device (no host-to-device copy, no gather): selecting rows, borrowing the teacher's rows and putting student
+and teacher rows back together each cost one pass over the tensor at most.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import torch
 
 
 class RowLayout:
-    """Row indices of one model call. Built from the call's batch size and its `cond_or_uncond`."""
+    """Row layout of one model call. Built from the call's batch size and its `cond_or_uncond`; a run reuses it
+    for every call with the same shape (the mechanism caches it on the run state)."""
 
     def __init__(self, rows: int, cond_or_uncond: list[int], has_teacher: bool, device=None):
         chunks = len(cond_or_uncond)
@@ -26,18 +31,43 @@ class RowLayout:
         self.per_chunk = per_chunk
         self.has_teacher = has_teacher
         self.cond_or_uncond = list(cond_or_uncond)
-        half = per_chunk // 2 if has_teacher else per_chunk
-        base = torch.arange(chunks).repeat_interleave(half) * per_chunk
-        offset = torch.arange(half).repeat(chunks)
-        self.student = (base + offset).to(device)
-        self.teacher = (base + offset + half).to(device) if has_teacher else None
+        self.half = per_chunk // 2 if has_teacher else per_chunk
+
+    # Row indices (host-side, for tests and reports; the row operations below never use them).
+    @property
+    def student(self) -> torch.Tensor:
+        base = torch.arange(self.chunks).repeat_interleave(self.half) * self.per_chunk
+        return base + torch.arange(self.half).repeat(self.chunks)
+
+    @property
+    def teacher(self) -> torch.Tensor | None:
+        return self.student + self.half if self.has_teacher else None
 
     def student_branches(self) -> list[int]:
         """`cond_or_uncond` as seen by the student rows alone (one entry per chunk, same order)."""
         return self.cond_or_uncond
 
+    def _pairs(self, x: torch.Tensor) -> torch.Tensor:
+        # (chunks, 2, half, ...): [:, 0] the student rows, [:, 1] the teacher rows of each chunk
+        return x.reshape((self.chunks, 2, self.half) + tuple(x.shape[1:]))
+
+    def students(self, x: torch.Tensor) -> torch.Tensor:
+        """The student rows of `x`, in chunk order (all rows when there is no teacher)."""
+        if not self.has_teacher:
+            return x
+        return self._pairs(x)[:, 0].reshape((self.chunks * self.half,) + tuple(x.shape[1:]))
+
+    def teachers(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pairs(x)[:, 1].reshape((self.chunks * self.half,) + tuple(x.shape[1:]))
+
+    def merge(self, students: torch.Tensor, teachers: torch.Tensor) -> torch.Tensor:
+        """The call's rows from its student rows and its teacher rows (one pass)."""
+        rest = tuple(students.shape[1:])
+        return torch.stack([students.reshape((self.chunks, self.half) + rest),
+                            teachers.reshape((self.chunks, self.half) + rest).to(students.dtype)],
+                           dim=1).view((self.rows,) + rest)
+
     def borrow_teacher(self, x: torch.Tensor) -> torch.Tensor:
-        """A copy of `x` whose student rows are replaced by their teacher rows."""
-        out = x.clone()
-        out[self.student] = x[self.teacher]
-        return out
+        """A copy of `x` whose student rows are replaced by their teacher rows (one pass)."""
+        pairs = self._pairs(x)
+        return pairs[:, 1:2].expand(pairs.shape).reshape(x.shape)

@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 from .guidance import split_scale_correction
-from .routing import (PLAN_KEY, CallPlan, IPRoute, ip_patch_keys, is_ip_patch, teacher_attn1_patch,
-                      teacher_attn2_output_patch)
+from .routing import (PLAN_KEY, ROLES_SETTING, CallPlan, IPRoute, ip_patch_keys, is_ip_patch,
+                      teacher_attn1_patch, teacher_attn2_output_patch)
 
 log = logging.getLogger("StyleStudio")
 
@@ -47,6 +47,37 @@ def in_window(sigma: float, window: dict) -> bool:
     return window["sigma_end"] <= sigma <= window["sigma_start"]
 
 
+def resolve_window(feature: dict, model_sampling) -> dict:
+    """A feature's window as sigmas of the model sampling that actually samples. The nodes store fractions of the
+    schedule (`start_at`/`end_at`, ComfyUI's start/end-percent convention), so a ModelSampling node placed before
+    or after a StyleStudio node moves the window with the schedule; an empty window (end_at <= start_at) matches
+    no sigma. Explicit `sigma_start`/`sigma_end` are taken as they are."""
+    if "sigma_start" in feature:
+        return {"sigma_start": float(feature["sigma_start"]), "sigma_end": float(feature["sigma_end"])}
+    start, end = float(feature["start_at"]), float(feature["end_at"])
+    if end <= start:
+        return {"sigma_start": -1.0, "sigma_end": -1.0}
+    return {"sigma_start": float(model_sampling.percent_to_sigma(start)),
+            "sigma_end": float(model_sampling.percent_to_sigma(end))}
+
+
+def run_windows(state, settings: dict, model) -> dict:
+    """{feature: resolved window} for this run, computed at its first model call (against `model`, the model
+    being sampled, whose model_sampling includes any ModelSampling node) and kept on the run state."""
+    windows = getattr(state, "windows", None)
+    if windows is None:
+        sampling = getattr(model, "model_sampling", None)
+        windows = {}
+        for feature in ("teacher", "adain", "guidance"):
+            if feature in settings:
+                if sampling is None and "sigma_start" not in settings[feature]:
+                    raise StyleStudioError(f"{NODE_NAMES[feature]}: the sampled model has no model_sampling, so "
+                                           "start_at/end_at cannot be placed on its schedule.")
+                windows[feature] = resolve_window(settings[feature], sampling)
+        state.windows = windows
+    return windows
+
+
 def settings_of(transformer_options: dict) -> dict:
     return transformer_options.get(SETTINGS_KEY) or {}
 
@@ -67,6 +98,8 @@ class RunState:
         self.teacher = teacher          # latent rows are [students | teachers]
         self.teacher_dropped = False    # once the teacher stops being computed it never comes back
         self._style_negative = None     # (x identity, prediction of the extra branch)
+        self.windows = None             # {feature: sigma window}, resolved at the run's first model call
+        self.row_layouts = {}           # RowLayouts of this run's calls, by (rows, cond_or_uncond, teacher)
 
     def put_style_negative(self, x: torch.Tensor, prediction: torch.Tensor):
         self._style_negative = (x, prediction)
@@ -153,22 +186,23 @@ def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, at
     settings, state = settings_of(to), to.get(RUN_KEY)
     if not settings or state is None:
         return executor(model, conds, x_in, timestep, model_options)
-    sigma = float(timestep.flatten()[0])
+    sigma = float(timestep.flatten()[0])  # the call's one host read; every layer takes it from the plan
+    windows = run_windows(state, settings, model)
 
     teacher = settings.get("teacher") if state.teacher and x_in.shape[0] == 2 * state.batch else None
     drop = False
     if teacher is not None and not teacher["return_teacher"]:
         # After the window nothing flows from teacher to student: stop computing the teacher.
-        state.teacher_dropped = state.teacher_dropped or sigma < teacher["sigma_end"]
+        state.teacher_dropped = state.teacher_dropped or sigma < windows["teacher"]["sigma_end"]
         drop = state.teacher_dropped
-    couple = teacher is not None and not state.teacher_dropped and in_window(sigma, teacher)
+    couple = teacher is not None and not state.teacher_dropped and in_window(sigma, windows["teacher"])
 
     adain = settings.get("adain")
-    adain_strength = adain["strength"] if adain is not None and in_window(sigma, adain) else 0.0
+    adain_strength = adain["strength"] if adain is not None and in_window(sigma, windows["adain"]) else 0.0
 
     guidance = settings.get("guidance")
-    extra_branch = (guidance is not None and in_window(sigma, guidance) and guidance["style_cfg"] != state.cfg
-                    and len(conds) == 2 and conds[0] is not None)
+    extra_branch = (guidance is not None and in_window(sigma, windows["guidance"])
+                    and guidance["style_cfg"] != state.cfg and len(conds) == 2 and conds[0] is not None)
 
     has_teacher = teacher is not None and not drop
     if not (has_teacher or adain_strength or extra_branch):
@@ -180,7 +214,8 @@ def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, at
     ip_keys = ip_patch_keys(to)
     plan = CallPlan(has_teacher=has_teacher, couple=couple, share_cross=bool(teacher and teacher["share_cross_attention"]),
                     adain_strength=float(adain_strength), token_branch={len(conds): 1} if extra_branch else None,
-                    ip_keys=ip_keys, attn1_replace_keys=to.get("patches_replace", {}).get("attn1", {}).keys())
+                    ip_keys=ip_keys, attn1_replace_keys=to.get("patches_replace", {}).get("attn1", {}).keys(),
+                    sigma=sigma, roles=settings.get(ROLES_SETTING), layouts=getattr(state, "row_layouts", None))
     options = _routed_options(model_options, plan, attention)
     if extra_branch:
         # ε(t, s⁻): the prompt with the adapter's uncond/negative style tokens, batched with the others.

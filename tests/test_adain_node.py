@@ -66,23 +66,12 @@ def test_empty_ip_mask_gives_text_only_and_full_mask_equals_no_mask(host, arch, 
     assert_close_numerics(full, sample(host, adain(host, ip(host, base, arch)), arch))
 
 
-def test_half_mask_changes_only_through_the_masked_region(host, arch, base):
-    mask = torch.zeros(1, 64, 64)
-    mask[:, :, :32] = 1
-    half = sample(host, adain(host, ip(host, base, arch, mask=mask)), arch)
-    assert torch.isfinite(half).all()
-    assert not torch.allclose(half, sample(host, base, arch), atol=1e-4)
+# The half-mask and weight-type facts (inside the mask / in the layers a weight type feeds: the IP statistics;
+# elsewhere: the text output bit for bit) are asserted layer by layer in tests/test_routing_graphs.py.
 
 
-@pytest.mark.parametrize("weight_type", ["style transfer", "composition", "style and composition", "linear"])
-def test_ip_weight_types(host, arch, base, weight_type):
-    with_ip = ip(host, base, arch, weight_type=weight_type)
-    fused = sample(host, adain(host, with_ip), arch)
-    assert torch.isfinite(fused).all()
-    assert not torch.allclose(fused, sample(host, with_ip, arch), atol=1e-5)
-
-
-def test_stacked_ip_adapters(host, arch, base):
+def test_stacked_ip_adapters_in_any_order(host, arch, base):
+    """Adapters on different layers (style + composition); the same-layer sum is in test_routing_graphs.py."""
     two = ip(host, ip(host, base, arch, weight_type="style transfer"), arch, weight_type="composition", seed=5)
     fused = sample(host, adain(host, two), arch)
     assert torch.isfinite(fused).all()

@@ -119,8 +119,8 @@ def test_pyproject_parses_with_comfyui_config_parser(chost):
     assert cfg.project.description == proj["description"] and proj["description"].strip()
     assert cfg.project.requires_python == proj["requires-python"]
     assert "license" in proj and (cfg.project.license.file or cfg.project.license.text)
-    if cfg.project.license.file:
-        assert os.path.isfile(os.path.join(REPO_ROOT, cfg.project.license.file))
+    assert cfg.project.license.file == proj["license"]["file"] == "LICENSE"  # the pack ships its licence text
+    assert os.path.isfile(os.path.join(REPO_ROOT, cfg.project.license.file))
     assert cfg.project.urls.repository == proj["urls"]["Repository"] and proj["urls"]["Repository"]
     assert cfg.tool_comfy.publisher_id == tool["PublisherId"] and tool["PublisherId"]
     assert cfg.tool_comfy.display_name == tool["DisplayName"] and tool["DisplayName"]
@@ -302,11 +302,74 @@ def test_real_ipadapter_twice_stacks_in_one_attn2replace(chost):
     for key, obj in slots.items():
         assert len(obj.callback) == 2 and [k["weight_type"] for k in obj.kwargs] == ["style transfer",
                                                                                     "composition"], key
-    # .add mutates the shared object: the first model's slot objects are the same (IPAdapter_plus semantics)
     first = style.model_options["transformer_options"]["patches_replace"]["attn2"]
-    same = sum(first[k] is slots[k] for k in slots)
+    # clone() deep-copied the slot objects before .add, so the first model keeps one callback per slot
+    assert not any(first[k] is slots[k] for k in slots)
+    assert all(len(first[k].callback) == 1 for k in first)
     out_style = _sample(chost, style, "sdxl", seed=3)
     out_both = _sample(chost, both, "sdxl", seed=3)
     assert torch.isfinite(out_both).all()
-    if same == 0:
-        assert not torch.equal(out_style, out_both)
+    assert not torch.equal(out_style, out_both)
+
+
+# --- what StyleStudio reads from IPAdapter_plus's objects ---------------------------------------------------
+@needs_ipadapter_plus
+def test_role_detection_reads_ipadapter_plus_real_classes(chost):
+    """Identity detection relies on IPAdapter_plus's own names: the IPAdapter module's flags and its face-ID
+    projection classes. Checked on the real module: a base adapter reads as "cannot tell" (so: style); with
+    IPAdapter_plus's own FaceID projection, or flagged portrait / full-face, it reads as identity."""
+    import copy
+    import importlib
+    from stylestudio_core_import import core
+    routing = core.routing
+    m = chost.apply_ipadapter(chost.tiny_model("sdxl"), arch="sdxl", weight_type="linear")
+    obj = next(iter(m.model_options["transformer_options"]["patches_replace"]["attn2"].values()))
+    callback, kwargs = obj.callback[0], obj.kwargs[0]
+    module = kwargs["ipadapter"]
+    assert type(module).__name__ == "IPAdapter" and callback.__name__ == "ipadapter_attention"
+    for flag in ("is_full", "is_portrait_unnorm", "is_plus"):  # the names exist, and a base adapter has none set
+        assert getattr(module, flag) is False, flag
+    assert type(module.image_proj_model).__name__ == "ImageProjModel"
+    assert routing.detected_role(callback, kwargs) is None
+    assert routing.callback_role(callback, kwargs, 1, None) == "style"
+    projections = importlib.import_module(chost.state.ipadapter_module.__name__ + ".image_proj_models")
+    for name in routing._FACE_PROJECTIONS:
+        face = copy.copy(module)
+        face.image_proj_model = getattr(projections, name).__new__(getattr(projections, name))
+        assert routing.detected_role(callback, {**kwargs, "ipadapter": face}) == "identity", name
+    for flag in ("is_portrait_unnorm", "is_full"):
+        flagged = copy.copy(module)
+        setattr(flagged, flag, True)
+        assert routing.detected_role(callback, {**kwargs, "ipadapter": flagged}) == "identity", flag
+
+
+@needs_ipadapter_plus
+@pytest.mark.parametrize("weight_type", ["style transfer", "composition", "style transfer precise"])
+def test_layers_skipped_as_inactive_are_those_ipadapter_plus_returns_0_for(chost, weight_type):
+    """The route skips a callback before calling it where IPAdapter_plus's ipadapter_attention returns the integer
+    0 (outside its weight map). Checked against the real callback in every layer of a real run."""
+    from stylestudio_core_import import core
+    routing = core.routing
+    m = chost.apply_ipadapter(chost.tiny_model("sdxl"), arch="sdxl", weight_type=weight_type)
+    slots = m.model_options["transformer_options"]["patches_replace"]["attn2"]
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, q, k, v, extra_options):
+            for callback, kwargs in zip(self.inner.callback, self.inner.kwargs):
+                skipped = routing._known_inactive(callback, kwargs, extra_options)
+                returned = callback(q, q, k, v, extra_options, **kwargs)
+                seen.append((skipped, isinstance(returned, int) and returned == 0))
+            return self.inner(q, k, v, extra_options)
+
+    spied = m.clone()
+    spied_slots = spied.model_options["transformer_options"]["patches_replace"]["attn2"]
+    for key in slots:
+        spied_slots[key] = Spy(spied_slots[key])
+    _sample(chost, spied, "sdxl", steps=1)
+    assert seen and any(s for s, _ in seen) and any(not s for s, _ in seen)
+    assert all(zero for skipped, zero in seen if skipped), "skipped a layer IPAdapter_plus would have fed"
+    assert all(skipped for skipped, zero in seen if zero), "called a callback that only returns 0"

@@ -101,5 +101,10 @@ class Host:
         raise NotImplementedError
         yield
 
+    def model_sampling_edm(self, model: Any, sigma_max: float = 120.0, sigma_min: float = 0.002) -> Any:
+        """What ComfyUI's ModelSamplingContinuousEDM node (sampling "eps") returns for ``model``: a clone whose
+        "model_sampling" object patch is a continuous EDM schedule between sigma_min and sigma_max."""
+        raise NotImplementedError
+
     def percent_to_sigma(self, model: Any, percent: float) -> float:
         return float(model.get_model_object("model_sampling").percent_to_sigma(percent))

@@ -356,6 +356,12 @@ class ComfyUIHost(Host):
         with torch.inference_mode():
             return self._standin.apply_ipadapter(model, **kw)
 
+    def model_sampling_edm(self, model, sigma_max: float = 120.0, sigma_min: float = 0.002):
+        import nodes
+        node = nodes.NODE_CLASS_MAPPINGS["ModelSamplingContinuousEDM"]()
+        with torch.inference_mode():
+            return getattr(node, node.FUNCTION)(model, "eps", sigma_max, sigma_min)[0]
+
     def ip_tokens(self, model) -> dict:
         attn2 = model.model_options["transformer_options"]["patches_replace"]["attn2"]
         first = next(iter(attn2.values()))

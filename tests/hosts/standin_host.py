@@ -197,6 +197,14 @@ class StandinHost(Host):
                                              end_at=end_at, mask=mask, arch=arch, negative_image=negative_image,
                                              seed=seed)
 
+    def model_sampling_edm(self, model, sigma_max: float = 120.0, sigma_min: float = 0.002):
+        import comfy.model_sampling
+        m = model.clone()
+        sampling = comfy.model_sampling.ModelSamplingContinuousEDMEPS(model.model.model_config)
+        sampling.set_parameters(sigma_min, sigma_max, 1.0)
+        m.add_object_patch("model_sampling", sampling)
+        return m
+
     def ip_tokens(self, model) -> dict:
         slots = model.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
         for obj in slots.values():

@@ -7,7 +7,8 @@ What is kept from the real module:
   not loaded yet gets ``model_patches_to(load_device)`` then ``model_patches_to(model_dtype())`` (the real
   ``LoadedModel.model_load``) -- this is where patch objects with ``.to()`` are replaced in their slots; a
   patcher already loaded is not touched again; loading a different clone of the same model first detaches
-  the loaded one (``detach(unpatch_all=False)`` -> ``model_patches_to(offload_device)``).
+  the loaded one (``detach(unpatch_all=False)`` -> ``model_patches_to(offload_device)``); loading applies the
+  patcher's object patches (``apply_object_patches``: another clone's objects are restored first).
 Simplified: no VRAM states, no lowvram/partial loading, no weight patching, no parent switch when a loaded
 clone is garbage-collected (its entry is simply dropped).
 """
@@ -104,6 +105,7 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
         # LoadedModel.model_load: the .to() slot replacement (device, then dtype)
         m.model_patches_to(m.load_device)
         m.model_patches_to(m.model_dtype())
+        m.apply_object_patches()  # patch_model: object patches (e.g. a ModelSampling node's) go on the model
         current_loaded_models.insert(0, weakref.ref(m))
 
 

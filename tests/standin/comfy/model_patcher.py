@@ -8,8 +8,12 @@ argument is the block index inside the SpatialTransformer, despite its name); ``
 replaces every patch that has ``.to`` in its slot by what ``.to(x)`` returns (called with the load device and
 then the dtype by comfy.model_management.load_models_gpu, and with the offload device on detach);
 pre_run / cleanup / prepare_state fire ON_PRE_RUN / ON_CLEANUP / ON_PREPARE_STATE.
+``object_patches`` (e.g. a ModelSampling node's "model_sampling") are set on the model when it is loaded
+(comfy.model_management.load_models_gpu -> ``apply_object_patches``, the object-patch part of real
+``patch_model``) and restored on unload, with the originals in ``object_patches_backup`` (shared by clones, as
+real); before that they are only visible through get_model_object.
 Simplified: no LoRA/weight patches (add_patches only records them), no hooks, no lowvram, no injections
-beyond storage, ``object_patches`` are only visible through get_model_object.
+beyond storage.
 """
 from __future__ import annotations
 
@@ -220,7 +224,21 @@ class ModelPatcher:
     def loaded_size(self):
         return self.size
 
+    def apply_object_patches(self):
+        """Real patch_model's object patches: the loaded model's attributes become this patcher's objects."""
+        self.restore_object_patches()  # another clone's objects leave first
+        for name, obj in self.object_patches.items():
+            old = comfy.utils.set_attr(self.model, name, obj)
+            self.object_patches_backup.setdefault(name, old)
+
+    def restore_object_patches(self):
+        for name, old in self.object_patches_backup.items():
+            comfy.utils.set_attr(self.model, name, old)
+        self.object_patches_backup.clear()
+
     def detach(self, unpatch_all=True):
+        if unpatch_all:
+            self.restore_object_patches()
         self.model_patches_to(self.offload_device)
         for cb in self.get_all_callbacks(CallbacksMP.ON_DETACH):
             cb(self, unpatch_all)

@@ -3,9 +3,14 @@
 Schedule as real: betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2 (float64), sigmas = sqrt((1-acp)/acp)
 stored as float32; sigma(t) interpolates log-sigma linearly; timestep(sigma) is the nearest index in
 log-sigma; percent_to_sigma uses the real convention (<=0 -> 999999999.9, >=1 -> 0.0, else
-sigma((1 - percent) * 999)). Only EPS is provided (no v-prediction, EDM, flow or zsnr).
+sigma((1 - percent) * 999)). Also ModelSamplingContinuousEDM (log-linear sigmas between sigma_min and
+sigma_max, timestep = log(sigma)/4, percent_to_sigma log-linear), what the ModelSamplingContinuousEDM node puts
+on a model (host: comfy_extras/nodes_model_advanced.py). Only EPS prediction is provided (no v-prediction, EDM
+prediction, flow or zsnr).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -77,3 +82,43 @@ class ModelSamplingDiscrete(torch.nn.Module):
 
 class ModelSamplingDiscreteEPS(ModelSamplingDiscrete, EPS):
     """What real ``model_base.model_sampling(config, ModelType.EPS)`` builds (a dynamic class there)."""
+
+
+class ModelSamplingContinuousEDM(torch.nn.Module):
+    def __init__(self, model_config=None):
+        super().__init__()
+        settings = getattr(model_config, "sampling_settings", {}) if model_config is not None else {}
+        self.set_parameters(settings.get("sigma_min", 0.002), settings.get("sigma_max", 120.0),
+                            settings.get("sigma_data", 1.0))
+
+    def set_parameters(self, sigma_min, sigma_max, sigma_data):
+        self.sigma_data = sigma_data
+        sigmas = torch.linspace(math.log(sigma_min), math.log(sigma_max), 1000).exp()
+        self.register_buffer("sigmas", sigmas)
+        self.register_buffer("log_sigmas", sigmas.log())
+
+    @property
+    def sigma_min(self):
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self):
+        return self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return 0.25 * sigma.log()
+
+    def sigma(self, timestep):
+        return (timestep / 0.25).exp()
+
+    def percent_to_sigma(self, percent):
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        log_min = math.log(self.sigma_min)
+        return math.exp((math.log(self.sigma_max) - log_min) * (1.0 - percent) + log_min)
+
+
+class ModelSamplingContinuousEDMEPS(ModelSamplingContinuousEDM, EPS):
+    """The ModelSamplingContinuousEDM node with sampling "eps" (a dynamic class there)."""

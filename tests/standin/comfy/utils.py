@@ -42,6 +42,16 @@ class ProgressBar:
         self.update_absolute(self.current + value)
 
 
+def set_attr(obj, attr: str, value):
+    """Set a dotted attribute, returning the previous value (real comfy.utils.set_attr)."""
+    names = attr.split(".")
+    for name in names[:-1]:
+        obj = getattr(obj, name)
+    prev = getattr(obj, names[-1])
+    setattr(obj, names[-1], value)
+    return prev
+
+
 def get_attr(obj, attr: str):
     for name in attr.split("."):
         obj = getattr(obj, name)
