@@ -71,12 +71,19 @@ def _encoder(clip_vision, feature: str):
     return encode, encode_zero_pixels
 
 
+def _callback_window(model, start_at: float, end_at: float) -> dict:
+    """The adapter callbacks' window in IPAdapter_plus's protocol: sigmas of the model sampling the node sees (as
+    IPAdapter_plus fixes its own), so the router reads both kinds of callback alike."""
+    sampling = model.get_model_object("model_sampling")
+    return {"sigma_start": float(sampling.percent_to_sigma(start_at)),
+            "sigma_end": float(sampling.percent_to_sigma(end_at))}
+
+
 def apply_style_adapter(model, adapter: StyleAdapter, clip_vision, image, weight, blocks, start_at, end_at,
                         image_negative=None, attn_mask=None):
     import comfy.model_management as mm
     from comfy.ldm.modules.attention import optimized_attention
 
-    from .patching import sigma_window
     spec = adapter.spec
     layers = spec.layers_for(blocks)
     _check_fits(adapter, layers, model)
@@ -103,7 +110,7 @@ def apply_style_adapter(model, adapter: StyleAdapter, clip_vision, image, weight
     replace = dict(to.get("patches_replace", {}))
     replace["attn2"] = install(replace.get("attn2", {}), adapter, layers, attention=optimized_attention,
                                cond=cond.to(device), uncond=uncond.to(device), weight=float(weight), mask=mask,
-                               **sigma_window(model, start_at, end_at))
+                               **_callback_window(model, start_at, end_at))
     to["patches_replace"] = replace
     m.model_options["transformer_options"] = to
     if patcher is not None:

@@ -1,6 +1,6 @@
 from comfy_api.latest import io
 
-from .patching import CATEGORY, check_range, check_unet, check_window, patched, sigma_window
+from .patching import CATEGORY, check_range, check_unet, check_window, patched, schedule_window
 
 FEATURE = "adain"
 
@@ -42,4 +42,4 @@ class StyleStudioCrossModalAdaIN(io.ComfyNode):
         if strength == 0 or end_at <= start_at:
             return io.NodeOutput(patched(model, FEATURE, None))
         return io.NodeOutput(patched(model, FEATURE, {"strength": float(strength),
-                                                      **sigma_window(model, start_at, end_at)}))
+                                                      **schedule_window(start_at, end_at)}))

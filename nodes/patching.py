@@ -80,12 +80,6 @@ def schedule_window(start_at: float, end_at: float) -> dict:
     return {"start_at": float(start_at), "end_at": float(end_at)}
 
 
-def sigma_window(model, start_at: float, end_at: float) -> dict:
-    """Old name of `schedule_window`, kept for the node files (the model is not needed any more: the window is
-    resolved when sampling starts)."""
-    return schedule_window(start_at, end_at)
-
-
 ROLE_CHOICES = ("style", "identity")
 
 

@@ -1,6 +1,6 @@
 from comfy_api.latest import io
 
-from .patching import CATEGORY, check_unet, check_window, patched, sigma_window
+from .patching import CATEGORY, check_unet, check_window, patched, schedule_window
 
 FEATURE = "teacher"
 
@@ -46,5 +46,4 @@ class StyleStudioTeacherLayout(io.ComfyNode):
         return io.NodeOutput(patched(model, FEATURE, {
             "share_cross_attention": bool(share_cross_attention),
             "return_teacher": bool(return_teacher),
-            **(sigma_window(model, start_at, end_at) if end_at > start_at
-               else {"sigma_start": -1.0, "sigma_end": -1.0})}))
+            **schedule_window(start_at, end_at)}))  # an empty window (return_teacher only) never couples

@@ -113,7 +113,7 @@ def test_doctor_fails_when_effect_off_is_not_identical(host_paths, tmp_path):
     assert text.count(off) == 1
     # deliberately wrong: strength 0 still installs AdaIN at full strength
     node.write_text(text.replace(off, 'return io.NodeOutput(patched(model, FEATURE, {"strength": 1.0, '
-                                      '**sigma_window(model, 0.0, 1.0)}))'))
+                                      '**schedule_window(0.0, 1.0)}))'))
     rc, out, err = _doctor(tmp_path, broken, IPADAPTER, arch="sd15")
     assert rc == 1, out + err
     row = _row(out, "AdaIN off (sd15)")
