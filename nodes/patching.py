@@ -44,26 +44,25 @@ def _student_noise_sampler(sampler):
             return kds.BrownianTreeNoiseSampler(template, positive.min(), sigmas.max(), seed=seed, cpu=cpu)
         return brownian
     if kind is None:
-        name = getattr(function, "__qualname__", repr(function))
-        if name not in _WARNED_SAMPLERS:
-            _WARNED_SAMPLERS.add(name)
-            mechanism.log.warning(
-                "%s: cannot tell how sampler %s draws its per-step noise; the teacher gets exactly your images' "
-                "draws (seeded Gaussian), but your images may differ from a run without the teacher. Use a "
-                "ComfyUI sampler (e.g. euler_ancestral, dpmpp_2m_sde) for an exact teacher.",
-                NODE_NAMES["teacher"], name)
+        mechanism.log.warning(
+            "%s: cannot tell how sampler %s draws its per-step noise; the teacher gets exactly your images' "
+            "draws (seeded Gaussian), but your images may differ from a run without the teacher. Use a "
+            "ComfyUI sampler (e.g. euler_ancestral, dpmpp_2m_sde) for an exact teacher.",
+            NODE_NAMES["teacher"], getattr(function, "__qualname__", repr(function)))
     return lambda template, sigmas, seed: kds.default_noise_sampler(template, seed=seed)
 
 
-_WARNED_SAMPLERS: set = set()
 _BUILDERS = {"BrownianTreeNoiseSampler": "brownian", "default_noise_sampler": "gaussian"}
+_OWN_DRAWS = {"randn", "randn_like", "normal", "normal_"}  # noise drawn outside k-diffusion's builders
 
 
 def _noise_builder_of(function, depth: int = 4):
     """("brownian", cpu) / ("gaussian", None) / (None, None): the noise builder `function`'s code calls, looking
-    through the functions and classes it names in its own module, level by level (the nearest level decides)."""
+    through the functions and classes it reaches (by name or module attribute), level by level: the nearest level
+    that names a builder or draws with torch itself decides; two kinds there, or a draw of its own, is unknown."""
     import functools
     import inspect
+    import sys
 
     def codes(code):
         yield code
@@ -83,18 +82,22 @@ def _noise_builder_of(function, depth: int = 4):
                 continue
             seen.add(code)
             for c in codes(code):
+                # modules it reaches by attribute (`kds.sample_x(...)`, also when imported inside the function)
+                modules = [m for m in (scope.get(n) or sys.modules.get(n) for n in c.co_names) if inspect.ismodule(m)]
+                if any(n in _OWN_DRAWS for n in c.co_names):
+                    found.setdefault("own", c)
                 for n in c.co_names:
                     if n in _BUILDERS:
                         found.setdefault(_BUILDERS[n], c)
-                    target = scope.get(n)
-                    if inspect.isfunction(target):
-                        following.append(target)
-                    elif inspect.isclass(target) and target.__module__ == scope.get("__name__"):
-                        following += [m for m in vars(target).values() if inspect.isfunction(m)]
+                    for target in [scope.get(n)] + [getattr(m, n, None) for m in modules]:
+                        if inspect.isfunction(target):
+                            following.append(target)
+                        elif inspect.isclass(target) and target.__module__ == getattr(f, "__module__", None):
+                            following += [m for m in vars(target).values() if inspect.isfunction(m)]
         if len(found) == 1:
             kind, code = next(iter(found.items()))
-            if kind == "gaussian":
-                return kind, None
+            if kind != "brownian":
+                return (kind, None) if kind == "gaussian" else (None, None)
             flags = {c for c in code.co_consts if c is True or c is False}  # the call's cpu= literal
             return kind, flags != {False}
         if found or not following:
