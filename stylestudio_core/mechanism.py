@@ -68,6 +68,7 @@ class RunState:
         self.teacher_dropped = False    # once the teacher stops being computed it never comes back
         self._style_negative = None     # (x identity, prediction of the extra branch)
         self._teacher_conds = {}        # id(cond dict) -> (cond dict, its per-image-doubled copy)
+        self._controls = {}             # id(control) -> (control, its per-half wrapper)
 
     def put_style_negative(self, x: torch.Tensor, prediction: torch.Tensor):
         self._style_negative = (x, prediction)
@@ -78,8 +79,8 @@ class RunState:
 
     def teacher_conds(self, conds: list) -> list:
         """`conds` for a call on [students | teachers] rows: every per-image input (model conds such as the
-        prompt or SDXL's pooled vector, and masks of mask conds) as ComfyUI gives it to a batch of `self.batch`,
-        repeated for the teacher rows. ComfyUI would tile a batch-n input to all 2B rows, handing teacher row i
+        prompt or SDXL's pooled vector, masks of mask conds, ControlNet / T2I hints) as ComfyUI gives it to a
+        batch of `self.batch`, repeated for the teacher rows. ComfyUI would tile a batch-n input to all 2B rows, handing teacher row i
         another image's input whenever n > 1. Built once per cond entry per run."""
         out = []
         for entries in conds:
@@ -90,14 +91,19 @@ class RunState:
             for c in entries:
                 hit = self._teacher_conds.get(id(c))
                 if hit is None or hit[0] is not c:
-                    hit = self._teacher_conds[id(c)] = (c, _per_image_doubled(c, self.batch))
+                    hit = self._teacher_conds[id(c)] = (c, _per_image_doubled(c, self.batch, self._controls))
                 doubled.append(hit[1])
             out.append(doubled)
         return out
 
 
-def _per_image_doubled(cond: dict, batch: int) -> dict:
+def _per_image_doubled(cond: dict, batch: int, controls: dict) -> dict:
     c = dict(cond)
+    control = cond.get("control")
+    if control is not None:  # one wrapper per control object: chunks that share a control still batch together
+        if id(control) not in controls:
+            controls[id(control)] = (control, _ControlPerHalf(control, batch))
+        c["control"] = controls[id(control)][1]
     c["model_conds"] = {k: _DoubledModelCond(v, batch) for k, v in cond.get("model_conds", {}).items()}
     mask = cond.get("mask")
     if isinstance(mask, torch.Tensor) and mask.ndim > 0 and mask.shape[0] > 1:
@@ -133,47 +139,49 @@ class _DoubledModelCond:
         return out
 
 
-def per_image_controls(conds: dict, batch: int):
-    """ControlNet / T2I-Adapter hints of batch n > 1 in this run's conds (the guider's own per-run copies),
-    replaced by copies of the control chain whose hints are tiled to the user batch and repeated for the
-    teacher rows. ComfyUI broadcasts a hint batch over all rows of a chunk, which would give teacher row i another
-    image's hint; tiled like this, the rows match whether the call has 2B rows or (teacher dropped) B."""
-    copies = {}
+class _ControlPerHalf:
+    """A ControlNet / T2I-Adapter (comfy/controlnet.py protocol: `get_control(x_noisy, t, cond, batched_number,
+    transformer_options)`) evaluated on the student rows and on the teacher rows separately. ComfyUI fits a
+    control's hint batch to the rows of the call (tiled per chunk, or row by row when the counts happen to
+    match), so on [students | teachers] rows teacher row i could get another image's hint; per half, each half
+    gets exactly what a call without the teacher gets."""
 
-    def per_image(t):
-        return isinstance(t, torch.Tensor) and t.ndim and t.shape[0] > 1
+    def __init__(self, inner, batch: int):
+        self._inner, self._batch = inner, batch
 
-    def tiled(t):
-        return torch.cat([repeat_to_batch(t, batch)] * 2)
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
-    def chain_copy(control):
-        if control is None:
-            return None
-        if id(control) in copies:
-            return copies[id(control)][1]
-        previous = getattr(control, "previous_controlnet", None)
-        previous_copy = chain_copy(previous)
-        hints = [getattr(control, "cond_hint_original", None)] + list(getattr(control, "extra_concat_orig", None) or [])
-        if previous_copy is previous and not any(per_image(h) for h in hints):
-            result = control
-        elif not callable(getattr(control, "copy", None)):
-            log.warning("%s: a control of type %s has per-image hints but cannot be copied; teacher rows may get "
-                        "another image's hint.", NODE_NAMES["teacher"], type(control).__name__)
-            result = control
-        else:
-            result = control.copy()
-            if per_image(getattr(result, "cond_hint_original", None)):
-                result.cond_hint_original = tiled(result.cond_hint_original)
-            if getattr(result, "extra_concat_orig", None):
-                result.extra_concat_orig = [tiled(h) if per_image(h) else h for h in result.extra_concat_orig]
-            result.set_previous_controlnet(previous_copy)  # copy() does not carry the chain (comfy/controlnet.py)
-        copies[id(control)] = (control, result)
-        return result
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        rows, half = x_noisy.shape[0], batched_number * self._batch
+        if rows != 2 * half:
+            return self._inner.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        chunk = torch.arange(batched_number, device=x_noisy.device).repeat_interleave(self._batch) * 2 * self._batch
+        offset = torch.arange(self._batch, device=x_noisy.device).repeat(batched_number)
+        students, teachers = chunk + offset, chunk + offset + self._batch
 
-    for key, entries in conds.items():
-        if entries:
-            conds[key] = [{**c, "control": chain_copy(c["control"])} if c.get("control") is not None else c
-                          for c in entries]
+        def part(index):
+            sub = {k: v[index] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == rows else v
+                   for k, v in cond.items()}
+            t_rows = t[index] if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == rows else t
+            return self._inner.get_control(x_noisy[index], t_rows, sub, batched_number, transformer_options)
+
+        return _interleave(part(students), part(teachers), batched_number, self._batch)
+
+
+def _interleave(students, teachers, chunks: int, batch: int):
+    """Control outputs of the two halves back in the call's row order, chunk by chunk [students | teachers]."""
+    if students is None or teachers is None:
+        return students if teachers is None else teachers
+    if isinstance(students, dict):
+        return {k: _interleave(v, teachers.get(k), chunks, batch) for k, v in students.items()}
+    if isinstance(students, (list, tuple)):
+        return type(students)(_interleave(a, b, chunks, batch) for a, b in zip(students, teachers))
+    if isinstance(students, torch.Tensor) and students.ndim and students.shape[0] == chunks * batch:
+        shape = (chunks, batch) + tuple(students.shape[1:])
+        return torch.cat([students.reshape(shape), teachers.reshape(shape)], dim=1).reshape(
+            (2 * chunks * batch,) + tuple(students.shape[1:]))
+    return students  # not per row (broadcast over the call): both halves got the same
 
 
 # ---------------------------------------------------------------------------------------------------- per run
@@ -227,9 +235,8 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
 
     # The teacher: the same graph from the *same* noise, as extra latent rows, so chunks become
-    # [students | teachers]. Per-image inputs are given to the teacher rows as to their students: conds and
-    # masks per model call (RunState.teacher_conds), ControlNet hints here, noise masks below.
-    per_image_controls(guider.conds, batch)
+    # [students | teachers]. Per-image inputs are given to the teacher rows as to their students: conds, masks
+    # and control hints per model call (RunState.teacher_conds), noise masks below.
     students = repeat_to_batch(latent_image, batch)
     teachers = students if teacher_rows is None else teacher_rows.to(device=students.device, dtype=students.dtype)
     noise = torch.cat([noise, noise])
