@@ -98,6 +98,8 @@ class RunState:
 
 
 def _per_image_doubled(cond: dict, batch: int, controls: dict) -> dict:
+    if not isinstance(cond, dict):
+        return cond
     c = dict(cond)
     control = cond.get("control")
     if control is not None:  # one wrapper per control object: chunks that share a control still batch together
@@ -260,7 +262,8 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
 def teacher_window_missed(sigmas: torch.Tensor, window: dict) -> bool:
     """True when this run's schedule starts below the window (img2img at a low denoise, or a later pass of a split
     schedule): the teacher would never couple in it."""
-    return window["sigma_start"] >= 0 and len(sigmas) > 1 and float(sigmas[0]) < window["sigma_end"]
+    return window["sigma_start"] >= 0 and sigmas is not None and len(sigmas) > 1 and \
+        float(sigmas[0]) < window["sigma_end"]
 
 
 def _teacher_for_this_schedule(teacher: dict, sigmas, noise, *, handed_over: bool):
