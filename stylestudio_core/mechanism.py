@@ -121,7 +121,9 @@ class _DoubledModelCond:
     def __init__(self, inner, batch: int):
         self._inner, self._batch = inner, batch
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # everything else is the wrapped object's
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def process_cond(self, batch_size, **kwargs):
@@ -151,7 +153,9 @@ class _ControlPerHalf:
     def __init__(self, inner, batch: int):
         self._inner, self._batch = inner, batch
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # everything else is the wrapped object's
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
@@ -310,7 +314,9 @@ _HANDOVER_KEEP = 4
 
 
 def _hand_over(returned: torch.Tensor, batch: int, teachers, in_latent: bool):
-    _HANDOVERS.append(_Handover(returned.detach(), batch, None if teachers is None else teachers.detach(), in_latent))
+    # a copy: the returned tensor goes on to other nodes (and is the same object when sampling on the CPU)
+    _HANDOVERS.append(_Handover(returned.detach().clone(), batch, None if teachers is None else teachers.detach(),
+                                in_latent))
     del _HANDOVERS[:-_HANDOVER_KEEP]
 
 

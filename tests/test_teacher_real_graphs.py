@@ -171,6 +171,15 @@ def test_a_continuation_without_a_handed_over_teacher_says_so(host, arch, base, 
     assert any("adds no noise" in m for m in teacher_logs(caplog))
 
 
+def test_a_teacher_dropped_in_the_first_pass_cannot_be_returned_by_the_second_and_says_so(host, arch, base, caplog):
+    first = stylised_with_teacher(host, base, arch, end_at=0.25)
+    with caplog.at_level(logging.WARNING):
+        _, out = two_passes(host, first, stylised_with_teacher(host, base, arch, end_at=0.25, return_teacher=True),
+                            arch)
+    assert out.shape[0] == 2
+    assert any("dropped its teacher" in m for m in teacher_logs(caplog))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 4. No silent fall-backs
 # ---------------------------------------------------------------------------------------------------------
