@@ -6,8 +6,9 @@ Settings: each node writes its own entry of `model_options["transformer_options"
 
 Three hooks, installed once per model under one key:
 * `outer_sample`   (per run)  checks the graph, creates the run's `RunState`, doubles the latent batch to
-                              `[students | teachers]` with identical noise when the teacher is on, and slices
-                              the result (and previews) back.
+                              `[students | teachers]` with identical noise when the teacher is on (continuing
+                              the teacher an earlier sampler of a split schedule handed over), and slices the
+                              result (and previews) back.
 * `calc_cond_batch` (per model evaluation) decides what this sigma needs (teacher rows or not, coupling,
                               AdaIN, the extra style branch), builds the call's `CallPlan`, and routes attention
                               through a per-call copy of transformer_options (routing.py).
@@ -80,8 +81,8 @@ class RunState:
     def teacher_conds(self, conds: list) -> list:
         """`conds` for a call on [students | teachers] rows: every per-image input (model conds such as the
         prompt or SDXL's pooled vector, masks of mask conds, ControlNet / T2I hints) as ComfyUI gives it to a
-        batch of `self.batch`, repeated for the teacher rows. ComfyUI would tile a batch-n input to all 2B rows, handing teacher row i
-        another image's input whenever n > 1. Built once per cond entry per run."""
+        batch of `self.batch`, repeated for the teacher rows. Left to itself ComfyUI fits a batch-n input to all
+        2B rows, handing teacher row i another image's input whenever n > 1. Built once per cond entry per run."""
         out = []
         for entries in conds:
             if entries is None:
@@ -277,8 +278,9 @@ def _teacher_for_this_schedule(teacher: dict, sigmas, noise, *, handed_over: boo
     if handed_over:  # an earlier StyleStudio sampler's teacher ended with its window
         if teacher["return_teacher"] or not missed:
             log.warning("%s: the sampler before this one dropped its teacher when its window ended, so this "
-                        "sampler's teacher starts from your image's latent, not from the true teacher. Give the "
-                        "earlier sampler's Teacher Layout return_teacher on (or the same window) to carry it over.",
+                        "sampler's teacher starts from your image's latent, not from the true teacher. Turn "
+                        "return_teacher on in the earlier sampler's Teacher Layout (its teacher then runs to the end "
+                        "and is carried over), or give both the same window.",
                         name)
     elif missed:
         log.warning("%s: this run starts at sigma %.4g, after the teacher's window (end_at = sigma %.4g), e.g. an "

@@ -164,7 +164,8 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
         if old_denoised is not None:
             x = x + 0.5 * sigmas[i + 1] * lam_t.exp() * decay * (h / h_last) * (denoised - old_denoised)
         if eta > 0 and s_noise > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+            scale = sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * scale
         old_denoised, h_last = denoised, h
     return x
 
