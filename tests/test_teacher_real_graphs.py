@@ -102,6 +102,35 @@ def test_per_image_controlnet_hints_reach_each_teacher_row_as_its_student(host, 
     assert_close_numerics(dropped, out[:1])
 
 
+def tiny_t2i_adapter(host):
+    """A comfy.controlnet.T2IAdapter around a comfy.t2i_adapter Adapter sized for the tiny SD1.5 UNet (widths
+    32/64/128/128, what comfy.controlnet.load_t2i_adapter builds for such a model), weights from a fixed seed."""
+    import comfy.controlnet
+    import comfy.t2i_adapter.adapter
+    from hosts import _tiny_weights as tw
+    adapter = comfy.t2i_adapter.adapter.Adapter(cin=3 * 64, channels=[32, 64, 128, 128], nums_rb=1, ksize=1,
+                                                sk=True, use_conv=False, xl=False)
+    tw.init_weights_(adapter, seed=556)
+    return comfy.controlnet.T2IAdapter(adapter, 3, 8, "nearest-exact", device=torch.device("cpu"))
+
+
+def test_per_image_t2i_adapter_hints_reach_each_teacher_row_as_its_student(host):
+    real_host_only(host, "T2I-Adapter")
+    import nodes
+    arch = "sd15"
+    base = host.tiny_model(arch)
+    pos0, neg0 = host.conditioning(arch, 1), host.conditioning(arch, 101)
+    with torch.inference_mode():
+        pos, neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos0, neg0, tiny_t2i_adapter(host),
+                                                                    hint_image(2), 0.8, 0.0, 1.0)
+    plain = sample(host, base, arch, positive=pos, negative=neg)
+    assert not torch.allclose(plain, sample(host, base, arch, positive=pos0, negative=neg0), atol=1e-3)
+    out = sample(host, stylised_with_teacher(host, base, arch, return_teacher=True), arch, positive=pos, negative=neg)
+    assert_close_numerics(out[1:], plain)
+    dropped = sample(host, stylised_with_teacher(host, base, arch), arch, positive=pos, negative=neg)
+    assert_close_numerics(dropped, out[:1])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 2. Split schedules: KSamplerAdvanced 0..k then k..N, base -> refiner
 # ---------------------------------------------------------------------------------------------------------
