@@ -14,8 +14,6 @@ import torch
 from helpers import adain, assert_close_numerics, ip, sample, teacher
 from test_interop import apply_controlnet, hint_image, real_host_only, regional_positive
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 @pytest.fixture
 def base(host, arch):
@@ -328,3 +326,20 @@ def test_brownian_noise_of_the_teacher_is_the_plain_runs(host, arch, base, sampl
     assert_close_numerics(dropped, kept[:2])
     assert not torch.allclose(plain, sample(host, base, arch, batch=2, sampler_name=sampler_name, steps=5, seed=1),
                               atol=1e-3)
+
+
+def test_brownian_noise_is_a_function_of_seed_and_sigmas(host):
+    """What the tie relies on, on both tiers: Brownian-tree noise between two sigmas depends on the seed and the
+    tree's sigma range, not on what was drawn before (unlike the seeded Gaussian)."""
+    import comfy.k_diffusion.sampling as kds
+    x = torch.zeros(2, 4, 8, 8)
+
+    def tree(seed, sigma_min=0.03):
+        return kds.BrownianTreeNoiseSampler(x, torch.tensor(sigma_min), torch.tensor(14.6), seed=seed, cpu=True)
+
+    a, b = tree(0), tree(0)
+    b(torch.tensor(9.0), torch.tensor(7.0))  # an extra draw first
+    first = a(torch.tensor(5.0), torch.tensor(3.0))
+    assert first.shape == x.shape
+    torch.testing.assert_close(b(torch.tensor(5.0), torch.tensor(3.0)), first)
+    assert not torch.allclose(tree(1)(torch.tensor(5.0), torch.tensor(3.0)), first, atol=1e-3)
