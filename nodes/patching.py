@@ -22,8 +22,12 @@ def _outer_sample(executor, *args):
 
 
 def _student_noise_sampler(sampler):
-    """How ComfyUI's k-diffusion `sampler` builds its per-step noise sampler (comfy/k_diffusion/sampling.py:
-    Brownian-tree noise for the dpmpp *sde* family, seeded Gaussian otherwise); None if it takes none."""
+    """How `sampler` builds its per-step noise when it is given none, read from what its code calls (the sampler
+    function and the functions and classes of its module it uses, nearest first): k-diffusion's
+    `BrownianTreeNoiseSampler` (the dpmpp SDE family; cpu or not as the call says) or its seeded Gaussian
+    `default_noise_sampler`. None if it takes no noise sampler. When its code names neither or both (a
+    third-party sampler with its own noise), it gets the seeded Gaussian and one warning: the teacher still gets
+    exactly the students' draws, but the students may differ from a run without the teacher."""
     import inspect
 
     import comfy.k_diffusion.sampling as kds
@@ -34,14 +38,73 @@ def _student_noise_sampler(sampler):
         takes_noise = False
     if not takes_noise:
         return None
-    name = function.__name__
-    if "sde" in name and "er_sde" not in name:
+    kind, cpu = _noise_builder_of(function)
+    if kind == "brownian":
         def brownian(template, sigmas, seed):
             positive = sigmas[sigmas > 0]
-            return kds.BrownianTreeNoiseSampler(template, positive.min(), sigmas.max(), seed=seed,
-                                                cpu=not name.endswith("_gpu"))
+            return kds.BrownianTreeNoiseSampler(template, positive.min(), sigmas.max(), seed=seed, cpu=cpu)
         return brownian
+    if kind is None:
+        mechanism.log.warning(
+            "%s: cannot tell how sampler %s draws its per-step noise; the teacher gets exactly your images' "
+            "draws (seeded Gaussian), but your images may differ from a run without the teacher. Use a "
+            "ComfyUI sampler (e.g. euler_ancestral, dpmpp_2m_sde) for an exact teacher.",
+            NODE_NAMES["teacher"], getattr(function, "__qualname__", repr(function)))
     return lambda template, sigmas, seed: kds.default_noise_sampler(template, seed=seed)
+
+
+_BUILDERS = {"BrownianTreeNoiseSampler": "brownian", "default_noise_sampler": "gaussian"}
+_OWN_DRAWS = {"randn", "randn_like", "normal", "normal_"}  # noise drawn outside k-diffusion's builders
+
+
+def _noise_builder_of(function, depth: int = 4):
+    """("brownian", cpu) / ("gaussian", None) / (None, None): the noise builder `function`'s code calls, looking
+    through the functions and classes it reaches (by name or module attribute), level by level: the nearest level
+    that names a builder or draws with torch itself decides; two kinds there, or a draw of its own, is unknown."""
+    import functools
+    import inspect
+    import sys
+
+    def codes(code):
+        yield code
+        for const in code.co_consts:
+            if inspect.iscode(const):
+                yield from codes(const)
+
+    seen, frontier = set(), [function]
+    for _ in range(depth + 1):
+        found, following = {}, []
+        for f in frontier:
+            while isinstance(f, functools.partial):
+                f = f.func
+            f = inspect.unwrap(f)
+            code, scope = getattr(f, "__code__", None), getattr(f, "__globals__", {})
+            if code is None or code in seen:
+                continue
+            seen.add(code)
+            for c in codes(code):
+                # modules it reaches by attribute (`kds.sample_x(...)`, also when imported inside the function)
+                modules = [m for m in (scope.get(n) or sys.modules.get(n) for n in c.co_names) if inspect.ismodule(m)]
+                if any(n in _OWN_DRAWS for n in c.co_names):
+                    found.setdefault("own", c)
+                for n in c.co_names:
+                    if n in _BUILDERS:
+                        found.setdefault(_BUILDERS[n], c)
+                    for target in [scope.get(n)] + [getattr(m, n, None) for m in modules]:
+                        if inspect.isfunction(target):
+                            following.append(target)
+                        elif inspect.isclass(target) and target.__module__ == getattr(f, "__module__", None):
+                            following += [m for m in vars(target).values() if inspect.isfunction(m)]
+        if len(found) == 1:
+            kind, code = next(iter(found.items()))
+            if kind != "brownian":
+                return (kind, None) if kind == "gaussian" else (None, None)
+            flags = {c for c in code.co_consts if c is True or c is False}  # the call's cpu= literal
+            return kind, flags != {False}
+        if found or not following:
+            return None, None
+        frontier = following
+    return None, None
 
 
 def check_unet(model, feature: str):

@@ -6,8 +6,9 @@ Settings: each node writes its own entry of `model_options["transformer_options"
 
 Three hooks, installed once per model under one key:
 * `outer_sample`   (per run)  checks the graph, creates the run's `RunState`, doubles the latent batch to
-                              `[students | teachers]` with identical noise when the teacher is on, and slices
-                              the result (and previews) back.
+                              `[students | teachers]` with identical noise when the teacher is on (continuing
+                              the teacher an earlier sampler of a split schedule handed over), and slices the
+                              result (and previews) back.
 * `calc_cond_batch` (per model evaluation) decides what this sigma needs (teacher rows or not, coupling,
                               AdaIN, the extra style branch), builds the call's `CallPlan`, and routes attention
                               through a per-call copy of transformer_options (routing.py).
@@ -100,6 +101,8 @@ class RunState:
         self._style_negative = None     # (x identity, prediction of the extra branch)
         self.windows = None             # {feature: sigma window}, resolved at the run's first model call
         self.row_layouts = {}           # RowLayouts of this run's calls, by (rows, cond_or_uncond, teacher)
+        self._teacher_conds = {}        # id(cond dict) -> (cond dict, its per-image-doubled copy)
+        self._controls = {}             # id(control) -> (control, its per-half wrapper)
 
     def put_style_negative(self, x: torch.Tensor, prediction: torch.Tensor):
         self._style_negative = (x, prediction)
@@ -107,6 +110,118 @@ class RunState:
     def take_style_negative(self, x: torch.Tensor):
         stash, self._style_negative = self._style_negative, None
         return stash[1] if stash is not None and stash[0] is x else None
+
+    def teacher_conds(self, conds: list) -> list:
+        """`conds` for a call on [students | teachers] rows: every per-image input (model conds such as the
+        prompt or SDXL's pooled vector, masks of mask conds, ControlNet / T2I hints) as ComfyUI gives it to a
+        batch of `self.batch`, repeated for the teacher rows. Left to itself ComfyUI fits a batch-n input to all
+        2B rows, handing teacher row i another image's input whenever n > 1. Built once per cond entry per run."""
+        out = []
+        for entries in conds:
+            if entries is None:
+                out.append(None)
+                continue
+            doubled = []
+            for c in entries:
+                hit = self._teacher_conds.get(id(c))
+                if hit is None or hit[0] is not c:
+                    hit = self._teacher_conds[id(c)] = (c, _per_image_doubled(c, self.batch, self._controls))
+                doubled.append(hit[1])
+            out.append(doubled)
+        return out
+
+
+def _per_image_doubled(cond: dict, batch: int, controls: dict) -> dict:
+    if not isinstance(cond, dict):
+        return cond
+    c = dict(cond)
+    control = cond.get("control")
+    if control is not None:  # one wrapper per control object: chunks that share a control still batch together
+        if id(control) not in controls:
+            controls[id(control)] = (control, _ControlPerHalf(control, batch))
+        c["control"] = controls[id(control)][1]
+    c["model_conds"] = {k: _DoubledModelCond(v, batch) for k, v in cond.get("model_conds", {}).items()}
+    mask = cond.get("mask")
+    if isinstance(mask, torch.Tensor) and mask.ndim > 0 and mask.shape[0] > 1:
+        # ComfyUI reads mask[:rows] and tiles it: a plain run takes mask[:batch]
+        c["mask"] = torch.cat([mask[:batch]] * 2)
+    return c
+
+
+class _DoubledModelCond:
+    """A model cond (comfy/conds.py protocol: `process_cond(batch_size, **kw)`) processed for the user batch by
+    its own code, then repeated: [students' rows | the same rows for the teachers]."""
+
+    def __init__(self, inner, batch: int):
+        self._inner, self._batch = inner, batch
+
+    def __getattr__(self, name):  # everything else is the wrapped object's
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def process_cond(self, batch_size, **kwargs):
+        if batch_size != 2 * self._batch:
+            return self._inner.process_cond(batch_size=batch_size, **kwargs)
+        out = self._inner.process_cond(batch_size=self._batch, **kwargs)
+        value = getattr(out, "cond", None)
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == self._batch:
+            doubled = torch.cat([value, value])
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == self._batch for v in value):
+            doubled = type(value)(torch.cat([v, v]) for v in value)
+        else:  # not per image (a constant): as ComfyUI gives it
+            return self._inner.process_cond(batch_size=batch_size, **kwargs)
+        out = copy.copy(out)
+        out.cond = doubled
+        return out
+
+
+class _ControlPerHalf:
+    """A ControlNet / T2I-Adapter (comfy/controlnet.py protocol: `get_control(x_noisy, t, cond, batched_number,
+    transformer_options)`) evaluated on the student rows and on the teacher rows separately. ComfyUI fits a
+    control's hint batch to the rows of the call (tiled per chunk, or row by row when the counts happen to
+    match), so on [students | teachers] rows teacher row i could get another image's hint; per half, each half
+    gets exactly what a call without the teacher gets."""
+
+    def __init__(self, inner, batch: int):
+        self._inner, self._batch = inner, batch
+
+    def __getattr__(self, name):  # everything else is the wrapped object's
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        rows, half = x_noisy.shape[0], batched_number * self._batch
+        if rows != 2 * half:
+            return self._inner.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        chunk = torch.arange(batched_number, device=x_noisy.device).repeat_interleave(self._batch) * 2 * self._batch
+        offset = torch.arange(self._batch, device=x_noisy.device).repeat(batched_number)
+        students, teachers = chunk + offset, chunk + offset + self._batch
+
+        def part(index):
+            sub = {k: v[index] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == rows else v
+                   for k, v in cond.items()}
+            t_rows = t[index] if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == rows else t
+            return self._inner.get_control(x_noisy[index], t_rows, sub, batched_number, transformer_options)
+
+        return _interleave(part(students), part(teachers), batched_number, self._batch)
+
+
+def _interleave(students, teachers, chunks: int, batch: int):
+    """Control outputs of the two halves back in the call's row order, chunk by chunk [students | teachers]."""
+    if students is None or teachers is None:
+        return students if teachers is None else teachers
+    if isinstance(students, dict):
+        return {k: _interleave(v, teachers.get(k), chunks, batch) for k, v in students.items()}
+    if isinstance(students, (list, tuple)):
+        return type(students)(_interleave(a, b, chunks, batch) for a, b in zip(students, teachers))
+    if isinstance(students, torch.Tensor) and students.ndim and students.shape[0] == chunks * batch:
+        shape = (chunks, batch) + tuple(students.shape[1:])
+        return torch.cat([students.reshape(shape), teachers.reshape(shape)], dim=1).reshape(
+            (2 * chunks * batch,) + tuple(students.shape[1:]))
+    return students  # not per row (broadcast over the call): both halves got the same
 
 
 # ---------------------------------------------------------------------------------------------------- per run
@@ -117,7 +232,8 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
     guider = executor.class_obj
     to = guider.model_options.setdefault("transformer_options", {})  # this run's own copy
     settings = settings_of(to)
-    if not settings:
+    handover = _handover_for(latent_image)
+    if not settings and (handover is None or not handover.in_latent):
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
 
     ip_keys = ip_patch_keys(to)
@@ -129,19 +245,44 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
                 "Composition SDXL' from ComfyUI_IPAdapter_plus) on the MODEL path before the sampler, or bypass "
                 "this node.")
     teacher = settings.get("teacher")
-    if teacher is not None and not ip_keys:
-        log.warning("%s: the model has no IP-Adapter, so the teacher equals the student; it only costs time.",
-                    NODE_NAMES["teacher"])
-
     batch = noise.shape[0]
+    teacher_rows = None
+    if handover is not None and handover.in_latent:
+        # An earlier sampler returned [students | teachers] (return_teacher): its teacher rows stay the teacher.
+        batch = handover.batch
+        latent_image, teacher_rows = latent_image[:batch], latent_image[batch:]
+        noise = noise[:batch]  # a teacher shares the students' noise
+        if teacher is None:  # no Teacher Layout here: carry it on without coupling
+            teacher = {"sigma_start": -1.0, "sigma_end": -1.0, "share_cross_attention": False, "return_teacher": True}
+            to[SETTINGS_KEY] = {**settings, "teacher": teacher}
+    elif handover is not None and teacher is not None:
+        teacher_rows = handover.teachers  # None when the earlier sampler's teacher ended with its window
+
+    if teacher is not None:
+        if guider.model_options.get("context_handler") is not None:
+            raise StyleStudioError(
+                f"{NODE_NAMES['teacher']}: context windows (e.g. ComfyUI's 'Context Windows (Manual)' node) split "
+                "the latent batch, and the teacher needs every model call to hold [your images | teachers]. "
+                "Remove the context-windows node from this model or bypass Teacher Layout.")
+        if not ip_keys:
+            log.warning("%s: the model has no IP-Adapter, so the teacher equals the student; it only costs time.",
+                        NODE_NAMES["teacher"])
+        if teacher_rows is None:
+            # The window on the schedule of the model that samples (as calc_cond_batch resolves it per run).
+            window = resolve_window(teacher, guider.model_patcher.get_model_object("model_sampling"))
+            teacher = _teacher_for_this_schedule(teacher, window, sigmas, noise, handed_over=handover is not None)
+
     to[RUN_KEY] = RunState(batch, getattr(guider, "cfg", None), teacher is not None)
     if teacher is None:
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
 
-    # The teacher: the same graph from the *same* noise, as extra latent rows. Conds, masks and ControlNet
-    # hints are tiled to the latent batch by ComfyUI, so chunks become [students | teachers].
+    # The teacher: the same graph from the *same* noise, as extra latent rows, so chunks become
+    # [students | teachers]. Per-image inputs are given to the teacher rows as to their students: conds, masks
+    # and control hints per model call (RunState.teacher_conds), noise masks below.
+    students = repeat_to_batch(latent_image, batch)
+    teachers = students if teacher_rows is None else teacher_rows.to(device=students.device, dtype=students.dtype)
     noise = torch.cat([noise, noise])
-    latent_image = torch.cat([repeat_to_batch(latent_image, batch)] * 2)
+    latent_image = torch.cat([students, teachers])
     if denoise_mask is not None:
         # Raw noise masks come as (H, W), (N, H, W) or (N, 1, H, W); ComfyUI reads any of them as (-1, 1, H, W).
         denoise_mask = denoise_mask.reshape((-1, 1) + tuple(denoise_mask.shape[-2:]))
@@ -153,7 +294,76 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
         def callback(step, x0, x, total_steps):  # previews (and SamplerCustom's denoised output) show the students
             return user_callback(step, x0[:batch], x[:batch], total_steps)
     out = executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
-    return out if teacher["return_teacher"] else out[:batch]
+    returned = out if teacher["return_teacher"] else out[:batch]
+    _hand_over(returned, batch, None if to[RUN_KEY].teacher_dropped else out[batch:], teacher["return_teacher"])
+    return returned
+
+
+def teacher_window_missed(sigmas: torch.Tensor, window: dict) -> bool:
+    """True when this run's schedule starts below the window (img2img at a low denoise, or a later pass of a split
+    schedule): the teacher would never couple in it."""
+    return window["sigma_start"] >= 0 and sigmas is not None and len(sigmas) > 1 and \
+        float(sigmas[0]) < window["sigma_end"]
+
+
+def _teacher_for_this_schedule(teacher: dict, window: dict, sigmas, noise, *, handed_over: bool):
+    """The teacher settings this run uses when no teacher rows were handed over (None: skip the teacher).
+    `window`: the teacher's window as sigmas of this run's model sampling."""
+    missed = teacher_window_missed(sigmas, window)
+    name = NODE_NAMES["teacher"]
+    if handed_over:  # an earlier StyleStudio sampler's teacher ended with its window
+        if teacher["return_teacher"] or not missed:
+            log.warning("%s: the sampler before this one dropped its teacher when its window ended, so this "
+                        "sampler's teacher starts from your image's latent, not from the true teacher. Turn "
+                        "return_teacher on in the earlier sampler's Teacher Layout (its teacher then runs to the end "
+                        "and is carried over), or give both the same window.",
+                        name)
+    elif missed:
+        log.warning("%s: this run starts at sigma %.4g, after the teacher's window (end_at = sigma %.4g), e.g. an "
+                    "img2img denoise below 1 - end_at or a second sampler of a split schedule, so the teacher never "
+                    "lends its layout%s. Raise end_at above 1 - denoise (denoise 0.5 -> end_at 0.6 or more), or "
+                    "bypass the node.", name, float(sigmas[0]), window["sigma_end"],
+                    "" if teacher["return_teacher"] else ": it is skipped and you get the plain stylised result")
+    elif not torch.any(noise):  # add_noise off: this sampler continues an earlier sampler's latent
+        log.warning("%s: this sampler adds no noise, so it continues an earlier sampler's latent, and that sampler "
+                    "handed over no teacher: the teacher starts from the latent it got. If the earlier sampler is "
+                    "stylised, put a Teacher Layout node with the same window on its model too, and connect its "
+                    "LATENT output straight to this sampler.", name)
+    return None if missed and not teacher["return_teacher"] else teacher
+
+
+class _Handover:
+    """The teacher of a finished run, for the next sampler that continues its latent."""
+
+    def __init__(self, returned: torch.Tensor, batch: int, teachers, in_latent: bool):
+        self.returned = returned    # exactly what the run returned: students, or [students | teachers]
+        self.batch = batch
+        self.teachers = teachers    # the teacher rows at the end of the run; None once dropped after the window
+        self.in_latent = in_latent
+
+
+# KSamplerAdvanced 0..k then k..N (or SDXL base -> refiner) passes a LATENT dict from one sampler to the next;
+# ComfyUI copies the dict but moves the samples to its intermediate device (a new tensor on a GPU), so neither
+# a dict key nor a tensor attribute reaches the next sampler. The mark is the content: a later StyleStudio
+# sampler whose input latent equals what a teacher run returned continues that run's teacher (bit-exact compare,
+# once per run). The last few runs are kept (a few latents).
+_HANDOVERS: list = []
+_HANDOVER_KEEP = 4
+
+
+def _hand_over(returned: torch.Tensor, batch: int, teachers, in_latent: bool):
+    # a copy: the returned tensor goes on to other nodes (and is the same object when sampling on the CPU)
+    _HANDOVERS.append(_Handover(returned.detach().clone(), batch, None if teachers is None else teachers.detach(),
+                                in_latent))
+    del _HANDOVERS[:-_HANDOVER_KEEP]
+
+
+def _handover_for(latent_image: torch.Tensor):
+    for h in reversed(_HANDOVERS):
+        if h.returned.shape == latent_image.shape and h.returned.dtype == latent_image.dtype and \
+                torch.equal(h.returned.to(latent_image.device), latent_image):
+            return h
+    return None
 
 
 def _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler):
@@ -189,7 +399,12 @@ def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, at
     sigma = float(timestep.flatten()[0])  # the call's one host read; every layer takes it from the plan
     windows = run_windows(state, settings, model)
 
-    teacher = settings.get("teacher") if state.teacher and x_in.shape[0] == 2 * state.batch else None
+    teacher = settings.get("teacher") if state.teacher else None
+    if teacher is not None and x_in.shape[0] != 2 * state.batch:
+        raise StyleStudioError(
+            f"{NODE_NAMES['teacher']}: a model call got {x_in.shape[0]} latent rows, but the teacher doubled your "
+            f"batch of {state.batch} to {2 * state.batch} ([your images | teachers]). Another node splits or "
+            "re-batches the latent (e.g. context windows or a custom guider): remove it or bypass Teacher Layout.")
     drop = False
     if teacher is not None and not teacher["return_teacher"]:
         # After the window nothing flows from teacher to student: stop computing the teacher.
@@ -217,6 +432,8 @@ def calc_cond_batch(executor, model, conds, x_in, timestep, model_options, *, at
                     ip_keys=ip_keys, attn1_replace_keys=to.get("patches_replace", {}).get("attn1", {}).keys(),
                     sigma=sigma, roles=settings.get(ROLES_SETTING), layouts=getattr(state, "row_layouts", None))
     options = _routed_options(model_options, plan, attention)
+    if has_teacher:
+        conds = state.teacher_conds(conds)
     if extra_branch:
         # ε(t, s⁻): the prompt with the adapter's uncond/negative style tokens, batched with the others.
         conds = list(conds) + [conds[0]]

@@ -89,6 +89,14 @@ class Host:
         ``noise_mask`` (inpainting)."""
         raise NotImplementedError
 
+    def ksampler_advanced(self, model: Any, positive: list, negative: list, latent: dict, *, add_noise: bool = True,
+                          seed: int = 0, steps: int = 4, cfg: float = 5.0, sampler_name: str = "euler",
+                          scheduler: str = "normal", start_at_step: int = 0, end_at_step: int = 10000,
+                          return_with_leftover_noise: bool = False) -> dict:
+        """Run the KSamplerAdvanced node's code path and return its whole output LATENT dict (what the next
+        sampler of a split schedule receives)."""
+        raise NotImplementedError
+
     def sampler_names(self) -> list[str]:
         """Sampler names this host can run (real host: all of KSampler's; stand-in: at least
         "euler", "euler_ancestral", "dpmpp_2m", "heun")."""

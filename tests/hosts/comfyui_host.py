@@ -382,6 +382,19 @@ class ComfyUIHost(Host):
                                         denoise=denoise)
         return out[0]["samples"].clone()  # a normal tensor, usable outside inference mode
 
+    def ksampler_advanced(self, model, positive, negative, latent, *, add_noise=True, seed=0, steps=4, cfg=5.0,
+                          sampler_name="euler", scheduler="normal", start_at_step=0, end_at_step=10000,
+                          return_with_leftover_noise=False):
+        import comfy.utils
+        import nodes
+        comfy.utils.set_progress_bar_enabled(False)
+        with torch.inference_mode():
+            out = nodes.KSamplerAdvanced().sample(model, "enable" if add_noise else "disable", seed, steps, cfg,
+                                                  sampler_name, scheduler, positive, negative, dict(latent),
+                                                  start_at_step, end_at_step,
+                                                  "enable" if return_with_leftover_noise else "disable")
+        return out[0]
+
     def sampler_names(self) -> list[str]:
         import comfy.samplers
         return list(comfy.samplers.KSampler.SAMPLERS)

@@ -225,6 +225,19 @@ class StandinHost(Host):
                                                latent, denoise=denoise)
         return out[0]["samples"].clone()  # a normal tensor, usable outside inference mode
 
+    def ksampler_advanced(self, model, positive, negative, latent, *, add_noise=True, seed=0, steps=4, cfg=5.0,
+                          sampler_name="euler", scheduler="normal", start_at_step=0, end_at_step=10000,
+                          return_with_leftover_noise=False):
+        """nodes.KSamplerAdvanced.sample: force_full_denoise unless leftover noise is returned, zero noise when
+        add_noise is off, then common_ksampler."""
+        import comfy.sample
+        with torch.inference_mode():
+            out = comfy.sample.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                               dict(latent), denoise=1.0, disable_noise=not add_noise,
+                                               start_step=start_at_step, last_step=end_at_step,
+                                               force_full_denoise=not return_with_leftover_noise)
+        return out[0]
+
     def sampler_names(self):
         import comfy.samplers
         return list(comfy.samplers.IMPLEMENTED_SAMPLERS)

@@ -19,7 +19,7 @@ Real semantics kept (host.md sections 2-4):
   "sample_sigmas", SAMPLER_SAMPLE wrappers -> KSAMPLER.sample (KSamplerX0Inpaint semantics) -> cleanup.
 * ``KSampler``: schedulers "normal", "karras", "simple", "sgm_uniform", "exponential"; denoise < 1 takes the
   last steps+1 sigmas of a schedule of int(steps / denoise) steps; samplers "euler", "euler_ancestral", "heun",
-  "dpmpp_2m".
+  "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu".
 Conds: "area" (latent units, or ("percentage", ...)), "mask" (+ "mask_strength"), "strength",
 "start_percent"/"end_percent" and the same-area partner conds behave as real.
 Simplified: no hooks / HookGroups, ControlNet, GLIGEN, context windows, "default" conds, "set_area_to_bounds";
@@ -316,7 +316,7 @@ KSAMPLER_NAMES = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_c
                   "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver",
                   "sa_solver_pece"]
 SAMPLER_NAMES = KSAMPLER_NAMES + ["ddim", "uni_pc", "uni_pc_bh2"]
-IMPLEMENTED_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpmpp_2m"]
+IMPLEMENTED_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"]
 
 
 class Sampler:
