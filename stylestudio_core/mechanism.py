@@ -269,7 +269,7 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
                         NODE_NAMES["teacher"])
         if teacher_rows is None:
             # The window on the schedule of the model that samples (as calc_cond_batch resolves it per run).
-            window = resolve_window(teacher, guider.model_patcher.get_model_object("model_sampling"))
+            window = resolve_window(teacher, _model_sampling_of(guider))
             teacher = _teacher_for_this_schedule(teacher, window, sigmas, noise, handed_over=handover is not None)
 
     to[RUN_KEY] = RunState(batch, getattr(guider, "cfg", None), teacher is not None)
@@ -297,6 +297,12 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
     returned = out if teacher["return_teacher"] else out[:batch]
     _hand_over(returned, batch, None if to[RUN_KEY].teacher_dropped else out[batch:], teacher["return_teacher"])
     return returned
+
+
+def _model_sampling_of(guider):
+    """The model sampling the guider's model samples with (ModelSampling nodes included), None if it has none."""
+    patcher = getattr(guider, "model_patcher", None)
+    return patcher.get_model_object("model_sampling") if patcher is not None else None
 
 
 def teacher_window_missed(sigmas: torch.Tensor, window: dict) -> bool:
