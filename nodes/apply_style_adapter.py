@@ -1,9 +1,9 @@
 import torch
 from comfy_api.latest import io
 
-from ..stylestudio_core.mechanism import StyleStudioError
+from ..stylestudio_core.mechanism import STYLE_OFF_KEY, StyleStudioError
 from ..stylestudio_core.style_adapter import BASE_NAMES, BLOCKS, StyleAdapter, StyleAdapterError, install, style_tokens
-from .patching import CATEGORY
+from .patching import CATEGORY, clone_sharing_patches
 from .style_adapter_loader import StyleAdapterType
 
 NODE_NAME = "StyleStudio Apply Style Adapter"
@@ -88,7 +88,12 @@ def apply_style_adapter(model, adapter: StyleAdapter, clip_vision, image, weight
     layers = spec.layers_for(blocks)
     _check_fits(adapter, layers, model)
     if weight == 0 or end_at <= start_at:
-        return model.clone()  # effect off: nothing is added
+        # Effect off: nothing is added (sampling is bit-identical), but StyleStudio nodes on this model learn the
+        # style was switched off on purpose, so AdaIN/Style Guidance give the text-only result instead of the
+        # "no IP-Adapter" error.
+        m = clone_sharing_patches(model)
+        m.model_options.setdefault("transformer_options", {})[STYLE_OFF_KEY] = True
+        return m
 
     patcher = adapter.host_models[0] if adapter.host_models else None
     if patcher is not None:
@@ -105,7 +110,7 @@ def apply_style_adapter(model, adapter: StyleAdapter, clip_vision, image, weight
     if attn_mask is not None:
         mask = attn_mask.reshape((-1,) + tuple(attn_mask.shape[-2:])).to(device, torch.float32)
 
-    m = model.clone()
+    m = clone_sharing_patches(model)  # never a copy of another node's adapter (install copies what it changes)
     to = dict(m.model_options.get("transformer_options", {}))
     replace = dict(to.get("patches_replace", {}))
     replace["attn2"] = install(replace.get("attn2", {}), adapter, layers, attention=optimized_attention,

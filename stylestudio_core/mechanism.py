@@ -30,6 +30,9 @@ log = logging.getLogger("StyleStudio")
 
 SETTINGS_KEY = "stylestudio"
 RUN_KEY = "stylestudio_run"
+#: transformer_options flag of a style adapter switched off on purpose (StyleStudio Apply Style Adapter at weight 0
+#: or with an empty window): AdaIN and Style Guidance then have no style to work with and say nothing.
+STYLE_OFF_KEY = "stylestudio_style_off"
 WRAPPER_KEY = "stylestudio"
 
 NODE_NAMES = {
@@ -238,12 +241,12 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
 
     ip_keys = ip_patch_keys(to)
     for feature in ("adain", "guidance"):
-        if feature in settings and not ip_keys:
+        if feature in settings and not ip_keys and not to.get(STYLE_OFF_KEY):
             raise StyleStudioError(
                 f"{NODE_NAMES[feature]}: the model that reaches the sampler has no IP-Adapter, so there is no "
-                "style to work with. Add an IPAdapter node (e.g. 'IPAdapter Advanced' or 'IPAdapter Style & "
-                "Composition SDXL' from ComfyUI_IPAdapter_plus) on the MODEL path before the sampler, or bypass "
-                "this node.")
+                "style to work with. Add a style adapter on the MODEL path before the sampler ('StyleStudio Apply "
+                "Style Adapter', or an IPAdapter node such as 'IPAdapter Advanced' from ComfyUI_IPAdapter_plus), "
+                "or bypass this node.")
     teacher = settings.get("teacher")
     batch = noise.shape[0]
     teacher_rows = None

@@ -22,6 +22,7 @@ Layer numbering: the files number cross-attention layers the way diffusers order
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -601,12 +602,24 @@ def install(attn2_slots: dict, adapter: StyleAdapter, layers: list[Layer], *, at
             patch.add(style_adapter_attention, **kw)
             slots[layer.patch_key] = patch
         elif _stackable(current):
+            current = slots[layer.patch_key] = _own_copy(current)
             current.add(style_adapter_attention, **kw)
         else:
             raise StyleAdapterError(
                 f"the cross-attention slot {layer.patch_key} already holds {type(current).__name__} from another "
                 "node, which cannot stack a second adapter. Apply the style adapter before that node.")
     return slots
+
+
+def _own_copy(obj):
+    """A copy of a stackable slot object whose lists are its own, so adding our callback leaves the input model's
+    object as it was (the MODEL is cloned without deep-copying other nodes' patches: their adapter modules are
+    shared, never copied)."""
+    mine = copy.copy(obj)
+    mine.callback, mine.kwargs = list(obj.callback), list(obj.kwargs)
+    if isinstance(getattr(obj, "multigpu_kwargs", None), dict):  # IPAdapter_plus's per-device kwargs lists
+        mine.multigpu_kwargs = {device: list(kws) for device, kws in obj.multigpu_kwargs.items()}
+    return mine
 
 
 def _stackable(obj) -> bool:

@@ -52,6 +52,16 @@ def arch(request):
     return request.param
 
 
+@pytest.fixture(params=["ipadapter", "native"])
+def style_source(request):
+    """Runs a test once with IPAdapter_plus's style (stand-in on the unit tier) and once with the pack's native
+    style adapter; tests/helpers.py `ip()` reads it. Use with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import helpers
+    helpers.STYLE_SOURCE["name"] = request.param
+    yield request.param
+    helpers.STYLE_SOURCE["name"] = "ipadapter"
+
+
 def pytest_report_header(config):
     tier = "host tier: real ComfyUI at " + os.environ["COMFYUI_PATH"] if os.environ.get("COMFYUI_PATH") \
         else "unit tier: stand-in host (" + HOST_TIER_SKIP + ")"

@@ -27,7 +27,16 @@ def guidance(host, model, style_cfg=7.0, start_at=0.0, end_at=1.0):
     return run_node(host, GUIDANCE, model=model, style_cfg=style_cfg, start_at=start_at, end_at=end_at)
 
 
+#: Where the style of the three nodes' behavioural tests comes from: "ipadapter" (ComfyUI_IPAdapter_plus on the
+#: host tier, its protocol stand-in on the unit tier) or "native" (the pack's own Apply Style Adapter). Set per
+#: test by the `style_source` fixture (tests/conftest.py), so every fact is asserted over both sources.
+STYLE_SOURCE = {"name": "ipadapter"}
+
+
 def ip(host, model, arch, **kw):
+    if STYLE_SOURCE["name"] == "native":
+        from test_native_adapter_support import apply_like_ipadapter
+        return apply_like_ipadapter(host, model, arch, **kw)
     return host.apply_ipadapter(model, arch=arch, **kw)
 
 

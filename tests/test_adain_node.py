@@ -5,6 +5,9 @@ import torch
 
 from helpers import assert_close_numerics, adain, ip, sample, snapshot_options
 
+# Every fact here holds whichever adapter brings the style (IPAdapter_plus or the native one).
+pytestmark = pytest.mark.usefixtures("style_source")
+
 
 @pytest.fixture
 def base(host, arch):

@@ -176,6 +176,32 @@ def test_stacks_with_ipadapter_in_either_order(host, weight_type):
     assert not torch.allclose(a, only_native) and not torch.allclose(a, only_ipa)
 
 
+def test_applied_after_ipadapter_it_neither_copies_nor_changes_the_input_models_adapter(host):
+    """The apply node clones without deep-copying IPAdapter_plus's patches (whose kwargs hold its whole module),
+    and the slot it stacks into is its own copy: the input model keeps exactly its one callback per slot."""
+    ipa = host.apply_ipadapter(host.tiny_model("sdxl"), arch="sdxl", weight_type="style transfer")
+    before = {k: len(v.callback) for k, v in attn2_slots(ipa).items()}
+    out = apply(host, ipa, _csgo(host), image(10))
+    assert {k: len(v.callback) for k, v in attn2_slots(ipa).items()} == before
+    theirs, ours = attn2_slots(ipa)[("output", 1, 0)], attn2_slots(out)[("output", 1, 0)]
+    assert ours is not theirs and len(ours.callback) == before[("output", 1, 0)] + 1
+    # every tensor of the IPAdapter_plus callback's kwargs is the same storage, not a copy
+    for name, value in theirs.kwargs[0].items():
+        if isinstance(value, torch.Tensor):
+            assert ours.kwargs[0][name].data_ptr() == value.data_ptr(), name
+        elif isinstance(value, torch.nn.Module):
+            assert ours.kwargs[0][name] is value, name
+
+
+def test_weight_zero_with_adain_gives_the_text_only_result(host):
+    """Switching the native style off (weight 0) while AdaIN / Style Guidance stay on the model is not an error:
+    there is no style to fuse, so the result is the plain model's."""
+    base = host.tiny_model("sdxl")
+    off = apply(host, base, _csgo(host), weight=0.0)
+    assert torch.equal(sample(host, adain(host, off), "sdxl"), sample(host, base, "sdxl"))
+    assert torch.equal(sample(host, guidance(host, off, style_cfg=9.0), "sdxl"), sample(host, base, "sdxl"))
+
+
 # ------------------------------------------------------------------------------ StyleStudio on the native path
 def test_adain_statistics_on_the_native_path(host):
     """method.md fact 1 in a native-adapter layer: per row and channel, the token mean/std of the routed output

@@ -68,6 +68,31 @@ def apply(host, model, adapter, img=None, *, weight=1.0, blocks="up", start_at=0
                     attn_mask=mask)
 
 
+#: IPAdapter_plus weight types with a native equivalent (the same layers, docs/native_adapters.md)
+NATIVE_BLOCKS = {"style transfer": "style", "linear": "all"}
+#: the native adapter per base model in the behavioural tests: the paper's CSGO on SDXL, IP-Adapter on SD1.5
+NATIVE_FORMAT = {"sdxl": "csgo", "sd15": "ip_adapter"}
+
+
+def apply_like_ipadapter(host, model, arch, *, weight=1.0, weight_type="style transfer", start_at=0.0, end_at=1.0,
+                         negative_image=False, mask=None, seed=0):
+    """helpers.ip() on the native path: the same call as host.apply_ipadapter, through the pack's own nodes
+    (style image and negative style image from `seed`, as the IPAdapter path draws its embeds from it)."""
+    import pytest
+    blocks = NATIVE_BLOCKS.get(weight_type)
+    if blocks is None:
+        pytest.skip(f"weight type {weight_type!r} is IPAdapter_plus's; the native adapter has no equivalent")
+    adapter = load(host, write_adapter(host, NATIVE_FORMAT[host_arch(arch)], host_arch(arch)))
+    negative = image(seed + 100003) if negative_image else None
+    attn_mask = None if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+    return apply(host, model, adapter, image(seed + 1), weight=weight, blocks=blocks, start_at=start_at,
+                 end_at=end_at, negative=negative, mask=attn_mask)
+
+
+def host_arch(arch) -> str:
+    return "sdxl" if "xl" in str(arch).lower() else "sd15"
+
+
 def sample(host, model, arch, *, cfg=5.0, steps=3, batch=1, seed=0, **kw):
     return host.ksampler(model, host.conditioning(arch, 1), host.conditioning(arch, 2),
                          host.empty_latent(arch, batch=batch), seed=seed, steps=steps, cfg=cfg, **kw)

@@ -4,6 +4,9 @@ import torch
 
 from helpers import assert_close_numerics, adain, guidance, ip, sample, teacher
 
+# Every fact here holds whichever adapter brings the style (IPAdapter_plus or the native one).
+pytestmark = pytest.mark.usefixtures("style_source")
+
 ONE_STEP = dict(steps=1, sampler_name="euler")  # one Euler step to sigma 0 returns the x0 prediction itself
 
 
