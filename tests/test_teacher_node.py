@@ -127,13 +127,6 @@ def test_composes_with_adain_in_any_order(host, arch, base):
     assert torch.equal(sample(host, a, arch), sample(host, b, arch))
 
 
-def test_share_cross_attention_runs_and_differs(host, arch, base):
-    with_ip = ip(host, base, arch)
-    shared = sample(host, teacher(host, with_ip, share_cross_attention=True), arch)
-    assert torch.isfinite(shared).all()
-    assert not torch.allclose(shared, sample(host, teacher(host, with_ip), arch), atol=1e-6)
-
-
 def test_img2img_inpainting_and_ancestral(host, arch, base):
     model = teacher(host, adain(host, ip(host, base, arch)), return_teacher=True)
     start = {"samples": torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
