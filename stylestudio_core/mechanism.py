@@ -35,6 +35,7 @@ NODE_NAMES = {
     "adain": "StyleStudio Cross-Modal AdaIN",
     "teacher": "StyleStudio Teacher Layout",
     "guidance": "StyleStudio Style Guidance",
+    ROLES_SETTING: "StyleStudio Adapter Roles",  # which stacked adapters are style and which identity
 }
 
 
