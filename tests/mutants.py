@@ -74,6 +74,12 @@ MUTANTS = (
            "return denoised + (style_scale - text_scale) * (cond - cond_style_negative)",
            "return denoised + (text_scale - style_scale) * (cond - cond_style_negative)",
            ("tests/test_style_guidance_node.py",)),
+    Mutant("roles-position-ignored",
+           "StyleStudio Adapter Roles: 'N=identity' makes adapter N identity (plain sum, kept in the teacher)",
+           "stylestudio_core/routing.py",
+           '    chosen = (roles.get("by_position") or {}).get(position)',
+           "    chosen = None",
+           ("tests/test_adapter_roles_node.py",)),
 )
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache", "*.egg-info", "build")

@@ -149,6 +149,18 @@ def test_a_later_roles_node_replaces_the_earlier_choice(host, arch, base, style_
                        sample(host, teacher(host, adain(host, style_then_other), return_teacher=True), arch))
 
 
+def test_a_position_beyond_the_stack_is_reported(host, arch, style_then_other, caplog):
+    """"3=identity" with two adapters would silently do nothing: one warning per run naming the node; none for a
+    position that exists."""
+    with caplog.at_level("WARNING", logger="StyleStudio"):
+        sample(host, adain(host, roles(host, style_then_other, "2=identity")), arch, steps=2)
+    assert NAME not in caplog.text
+    with caplog.at_level("WARNING", logger="StyleStudio"):
+        out = sample(host, adain(host, roles(host, style_then_other, "2=identity, 3=identity")), arch, steps=2)
+    assert caplog.text.count(f"{NAME}: roles name adapter 3, but the model that reaches the sampler carries 2 ") == 1
+    assert torch.equal(out, sample(host, adain(host, roles(host, style_then_other, "2=identity")), arch, steps=2))
+
+
 # --------------------------------------------------------------------------------------------- specs
 @pytest.mark.parametrize("spec, expected", [
     ("2=identity", {"default": None, "by_position": {2: "identity"}}),
