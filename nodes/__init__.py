@@ -7,6 +7,7 @@ others.
 """
 from comfy_api.latest import ComfyExtension, io
 
+from .adapter_roles import StyleStudioAdapterRoles
 from .apply_style_adapter import StyleStudioApplyStyleAdapter
 from .cross_modal_adain import StyleStudioCrossModalAdaIN
 from .style_guidance import StyleStudioStyleGuidance
@@ -19,6 +20,7 @@ NODES = [
     StyleStudioStyleGuidance,
     StyleStudioStyleAdapterLoader,
     StyleStudioApplyStyleAdapter,
+    StyleStudioAdapterRoles,
 ]
 
 # {node id: class} / {node id: display name}, as ComfyUI registers them from the schemas. Deliberately NOT

@@ -144,41 +144,51 @@ def schedule_window(start_at: float, end_at: float) -> dict:
 
 
 ROLE_CHOICES = ("style", "identity")
+ROLES_HELP = ("'auto', or 'N=style' / 'N=identity' (N = 1 for the first IP-Adapter applied along the MODEL path) "
+              "and 'all=style' / 'all=identity', separated by commas, e.g. '2=identity'")
 
 
-def adapter_roles(spec: str, feature: str = "adain") -> dict | None:
+def adapter_roles(spec: str, feature: str = ROLES_SETTING) -> dict | None:
     """Parse the user's style/identity choice for the IP-Adapters on the MODEL path into the `roles` setting
     (routing.callback_role). `spec`: "auto" (or empty) = decide by what each adapter declares or shows;
     "all=style" / "all=identity" = the role of every adapter that cannot be told (detected face/identity
     adapters keep theirs); "2=identity, 3=style" = by position, 1 = the first adapter applied to the model
-    (the order of the IPAdapter nodes along the MODEL path); the forms combine ("all=identity, 1=style")."""
-    text = (spec or "").strip().lower()
-    if text in ("", "auto"):
-        return None
+    (the order of the IPAdapter nodes along the MODEL path); the forms combine ("all=identity, 1=style").
+    Case, spaces around "=" and ";" or spaces as separators are accepted; errors name `feature`'s node."""
+    import re
+    if not isinstance(spec, str):
+        raise StyleStudioError(f"{NODE_NAMES[feature]}: roles must be text ({ROLES_HELP}), got {spec!r}.")
+    text = re.sub(r"\s*=\s*", "=", spec.strip().lower())
     roles: dict = {"default": None, "by_position": {}}
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
+    for part in re.split(r"[,;\s]+", text):
+        if part in ("", "auto"):
             continue
-        where, _, role = part.partition("=")
-        where, role = where.strip(), role.strip()
-        if role not in ROLE_CHOICES:
-            raise StyleStudioError(f"{NODE_NAMES[feature]}: adapter roles: {part!r} is not 'N=style', "
-                                   "'N=identity', 'all=style' or 'all=identity' (N = 1 for the first IP-Adapter "
-                                   "on the MODEL path), e.g. '2=identity'.")
+        where, sep, role = part.partition("=")
+        if not sep or role not in ROLE_CHOICES:
+            raise StyleStudioError(f"{NODE_NAMES[feature]}: roles: {part!r} is not 'N=style', 'N=identity', "
+                                   f"'all=style' or 'all=identity'. Write {ROLES_HELP}.")
         if where == "all":
-            roles["default"] = role
-        elif where.isdigit() and int(where) >= 1:
-            roles["by_position"][int(where)] = role
+            key, chosen = "all", roles["default"]
+        elif re.fullmatch(r"[0-9]+", where) and int(where) >= 1:
+            key, chosen = int(where), roles["by_position"].get(int(where))
         else:
-            raise StyleStudioError(f"{NODE_NAMES[feature]}: adapter roles: {where!r} is not an adapter number "
-                                   "(1, 2, ...) or 'all'.")
+            raise StyleStudioError(f"{NODE_NAMES[feature]}: roles: {where!r} in {part!r} is not an adapter "
+                                   "number (1 = the first IP-Adapter on the MODEL path, 2, ...) or 'all'.")
+        if chosen is not None and chosen != role:
+            raise StyleStudioError(f"{NODE_NAMES[feature]}: roles: adapter {key} is given both {chosen!r} and "
+                                   f"{role!r}; keep one.")
+        if key == "all":
+            roles["default"] = role
+        else:
+            roles["by_position"][key] = role
+    if roles["default"] is None and not roles["by_position"]:
+        return None  # "auto": nothing chosen
     return roles
 
 
-def with_adapter_roles(model, spec: str, feature: str = "adain"):
+def with_adapter_roles(model, spec: str, feature: str = ROLES_SETTING):
     """A clone of `model` whose StyleStudio settings carry the user's adapter roles (one entry for the model, read
-    by every feature; "auto" clears it)."""
+    by every feature; "auto" clears an earlier choice)."""
     return patched(model, ROLES_SETTING, adapter_roles(spec, feature))
 
 

@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 
 from .guidance import split_scale_correction
-from .routing import (PLAN_KEY, ROLES_SETTING, CallPlan, IPRoute, ip_patch_keys, is_ip_patch,
-                      teacher_attn1_patch, teacher_attn2_output_patch)
+from .routing import (PLAN_KEY, ROLES_SETTING, CallPlan, IPRoute, has_callback_protocol, ip_patch_keys,
+                      is_ip_patch, teacher_attn1_patch, teacher_attn2_output_patch)
 
 log = logging.getLogger("StyleStudio")
 
@@ -39,6 +39,7 @@ NODE_NAMES = {
     "adain": "StyleStudio Cross-Modal AdaIN",
     "teacher": "StyleStudio Teacher Layout",
     "guidance": "StyleStudio Style Guidance",
+    ROLES_SETTING: "StyleStudio Adapter Roles",  # which stacked adapters are style and which identity
 }
 
 
@@ -240,6 +241,7 @@ def outer_sample(executor, noise, latent_image, sampler, sigmas, denoise_mask, c
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
 
     ip_keys = ip_patch_keys(to)
+    _warn_unmatched_roles(settings.get(ROLES_SETTING), to, ip_keys)
     for feature in ("adain", "guidance"):
         if feature in settings and not ip_keys and not to.get(STYLE_OFF_KEY):
             raise StyleStudioError(
@@ -373,6 +375,20 @@ def _handover_for(latent_image: torch.Tensor):
                 torch.equal(h.returned.to(latent_image.device), latent_image):
             return h
     return None
+
+
+def _warn_unmatched_roles(roles: dict | None, transformer_options: dict, ip_keys: list):
+    """A role chosen for adapter N when no layer stacks N adapters does nothing: say so, once per run."""
+    positions = (roles or {}).get("by_position") or {}
+    if not positions:
+        return
+    slots = transformer_options.get("patches_replace", {}).get("attn2", {})
+    stacked = max((len(slots[k].callback) if has_callback_protocol(slots[k]) else 1 for k in ip_keys), default=0)
+    beyond = sorted(p for p in positions if p > stacked)
+    if beyond:
+        log.warning("%s: roles name adapter %s, but the model that reaches the sampler carries %d IP-Adapter(s); "
+                    "that choice does nothing. Number the adapters in the order they are applied along the MODEL "
+                    "path (1 = first).", NODE_NAMES[ROLES_SETTING], ", ".join(map(str, beyond)), stacked)
 
 
 def _with_tied_noise(sampler, noise, batch, sigmas, seed, student_noise_sampler):

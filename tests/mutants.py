@@ -92,6 +92,12 @@ MUTANTS = (
            "if projection in _FACE_PROJECTIONS:",
            "if False:",
            ("tests/test_routing_graphs.py", "tests/test_core_routing.py")),
+    Mutant("roles-position-ignored",
+           "StyleStudio Adapter Roles: 'N=identity' makes adapter N identity (plain sum, kept in the teacher)",
+           "stylestudio_core/routing.py",
+           '    chosen = (roles.get("by_position") or {}).get(position)',
+           "    chosen = None",
+           ("tests/test_adapter_roles_node.py",)),
 )
 
 _IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache", "*.egg-info", "build")

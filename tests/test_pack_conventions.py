@@ -17,6 +17,7 @@ SHIPPED_NODE_IDS = (
     "StyleStudioStyleGuidance",
     "StyleStudioStyleAdapterLoader",
     "StyleStudioApplyStyleAdapter",
+    "StyleStudioAdapterRoles",
 )
 #: Ids being added on other branches; allowed, not yet required. Move them to SHIPPED_NODE_IDS on merge.
 PENDING_NODE_IDS = ()

@@ -293,7 +293,7 @@ def test_adain_fuses_the_style_and_adds_the_identity(host, arch, base):
 
 
 def test_bad_adapter_roles_name_the_node(host, base):
-    with pytest.raises(Exception, match=r"StyleStudio Cross-Modal AdaIN.*adapter roles"):
+    with pytest.raises(Exception, match=r"StyleStudio Adapter Roles: roles"):
         _roles(host, base, "2=face")
-    with pytest.raises(Exception, match=r"StyleStudio Cross-Modal AdaIN.*adapter number"):
+    with pytest.raises(Exception, match=r"StyleStudio Adapter Roles: .*adapter number"):
         _roles(host, base, "x=style")

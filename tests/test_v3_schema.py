@@ -63,6 +63,10 @@ FROZEN = {
                    ["end_at", "FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}],
                    ["image_negative", "IMAGE", {}, "optional"],
                    ["attn_mask", "MASK", {}, "optional"]]},
+    "StyleStudioAdapterRoles": {
+        "display_name": "StyleStudio Adapter Roles", "outputs": ["MODEL"],
+        "inputs": [["model", "MODEL", {}],
+                   ["roles", "STRING", {"default": "auto", "multiline": False}]]},
 }
 #: Combo inputs whose options are the user's model files (not part of the contract).
 FILE_LISTS = {("StyleStudioStyleAdapterLoader", "adapter_name")}
@@ -124,7 +128,7 @@ def test_nodes_run_through_function_and_return_node_output(host, classes):
     from comfy_api.latest import io
     model = host.tiny_model("sd15")
     for node_id, cls in classes.items():
-        if node_id not in FROZEN or any(kind not in ("MODEL", "FLOAT", "BOOLEAN", "INT")
+        if node_id not in FROZEN or any(kind not in ("MODEL", "FLOAT", "BOOLEAN", "INT", "STRING")
                                         for _name, kind, *_ in FROZEN[node_id]["inputs"]):
             continue  # (the style-adapter nodes need adapters and images: tests/test_native_adapter_nodes.py)
         node = cls()
