@@ -87,7 +87,20 @@ class Report:
         return "\n".join(lines)
 
 
+HELP = """Check the ComfyUI + StyleStudio set-up: versions, loading, and the method's facts on tiny random models.
+
+Two style sources are checked: the pack's native adapter nodes (always; a tiny CSGO / IP-Adapter file and a tiny
+CLIP vision) and ComfyUI_IPAdapter_plus (when installed). IPAdapter_plus is optional: when it is not installed its
+row is a WARN ("not installed: the native adapter nodes are used"), its checks are skipped and the exit status
+depends on the native checks. It is a FAIL when it is installed but fails to import, when its patches are not the
+kind the pack recognises, or when it is missing and --require-ipadapter-plus is given.
+
+Exit status: 0 = no FAIL row, 1 = at least one FAIL row (each says what to do), 2 = ComfyUI cannot be loaded."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--comfyui", metavar="PATH", default=None,
                    help="ComfyUI checkout to load in-process (default: $COMFYUI_PATH)")
     p.add_argument("--extra-custom-nodes", metavar="DIR", action="append", default=[],
@@ -657,9 +670,9 @@ def _check_native_path(report: Report, env, arch: str, adapter_file: str, clip_v
     plain = sample(base)  # before any node touched the model: a node that mutates its input shows as a FAIL
     image, negative = _random_image(7), _random_image(8)
 
-    def apply(weight: float):
+    def apply(weight: float, start_at: float = 0.0, end_at: float = 1.0):
         return run_node(env, APPLY, model=base, style_adapter=adapter, clip_vision=clip_vision, image=image,
-                        weight=weight, blocks="up", start_at=0.0, end_at=1.0, image_negative=negative,
+                        weight=weight, blocks="up", start_at=start_at, end_at=end_at, image_negative=negative,
                         attn_mask=None)
 
     styled = apply(1.0)
@@ -671,10 +684,12 @@ def _check_native_path(report: Report, env, arch: str, adapter_file: str, clip_v
                    ("no attn2 patches on the model" if not slots else f"{odd[0]} patches without the stacked-callback "
                     "protocol") + ": the native adapter does not reach attention through the pack's routing")
         return
-    report.add(f"patch protocol ({tag})", PASS, f"{len(slots)} {'/'.join(sorted({type(o).__name__ for o in slots.values()}))}"
-                                                " patches, recognised by the pack")
+    kinds = "/".join(sorted({type(o).__name__ for o in slots.values()}))
+    report.add(f"patch protocol ({tag})", PASS, f"{len(slots)} {kinds} patches, recognised by the pack")
     _equal_row(report, f"Style adapter off ({tag})", sample(apply(0.0)), plain, "the input model's run",
                "weight 0 must return the model unchanged")
+    _equal_row(report, f"Style adapter empty window ({tag})", sample(apply(1.0, 0.5, 0.5)), plain,
+               "the input model's run", "start_at = end_at must return the model unchanged")
     if not _changed_row(report, f"Style adapter on ({tag})", sample(styled), plain, tol, "changes the output",
                         "weight 1 adds no style: the adapter's attention is not called"):
         return
