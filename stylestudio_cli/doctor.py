@@ -734,11 +734,15 @@ def run(args) -> int:
 
             # the native path always runs: it is what the exit status rests on without IPAdapter_plus
             files = {arch: f"stylestudio-doctor-random-{NATIVE_FORMAT[arch]}_{arch}.safetensors" for arch in archs}
-            for arch in archs:
-                write_random_native_adapter(os.path.join(folder, files[arch]), NATIVE_FORMAT[arch], arch)
-            register_adapter_folder(env, folder)
             clip = []
-            guarded("native CLIP vision", lambda: clip.append(tiny_clip_vision(tmp)))
+
+            def native_setup():
+                for arch in archs:
+                    write_random_native_adapter(os.path.join(folder, files[arch]), NATIVE_FORMAT[arch], arch)
+                register_adapter_folder(env, folder)
+                clip.append(tiny_clip_vision(tmp))
+
+            guarded("native set-up (adapter files, CLIP vision)", native_setup)
             for arch in archs if clip else ():
                 guarded(f"method checks ({arch}, native)", _check_native_path, report, env, arch, files[arch],
                         clip[0], args.steps, tol, pack)
@@ -752,9 +756,12 @@ def run(args) -> int:
             else:
                 for arch in archs:
                     fname = f"stylestudio-doctor-random-ip-adapter_{arch}.safetensors"
-                    write_random_ipadapter(os.path.join(folder, fname), arch)
-                    guarded(f"method checks ({arch}, IPAdapter_plus)", _check_ipadapter_path, report, env, arch,
-                            fname, args.steps, tol, pack)
+
+                    def ipadapter_path(arch=arch, fname=fname):
+                        write_random_ipadapter(os.path.join(folder, fname), arch)
+                        _check_ipadapter_path(report, env, arch, fname, args.steps, tol, pack)
+
+                    guarded(f"method checks ({arch}, IPAdapter_plus)", ipadapter_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"StyleStudio doctor — ComfyUI at {env.root} ({time.perf_counter() - t0:.0f} s)")
